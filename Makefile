@@ -1,0 +1,70 @@
+# FlowSentinel. `make` lists the targets. Variables use ?= so they can be overridden: make demo OUT=/tmp/x
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+KAFKA_PORT ?= 9092
+KAFKA_CONTROLLER_PORT ?= 9093
+DATA ?= ../shared/data/cicids2017
+OUT ?= out/demo
+BENCH_OUT ?= out/bench
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+STAMP_VENV := $(VENV)/.installed
+STAMP_JARS := .jars/.resolved
+MVN ?= mvn -q -B
+
+# Spark's Python workers must run this venv's interpreter or they fail on missing modules.
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export FLOWSENTINEL_KAFKA__PORT := $(KAFKA_PORT)
+export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
+export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup jars kafka-up kafka-down test demo lint typecheck clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP_VENV): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(STAMP_VENV) ## create .venv and install the project with its dev tools (idempotent)
+
+$(STAMP_JARS): conf/maven/kafka-broker.pom.xml conf/maven/spark-connectors.pom.xml $(STAMP_VENV)
+	@command -v mvn >/dev/null || { echo "error: Maven (mvn) not found; install it (apt-get install maven)"; exit 1; }
+	rm -rf .jars/kafka .jars/spark
+	$(MVN) -f conf/maven/kafka-broker.pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath .jars/kafka)
+	$(MVN) -f conf/maven/spark-connectors.pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath .jars/spark)
+	$(PY) -m jobs.lib.jvm prune .jars/spark
+	touch $@
+
+jars: $(STAMP_JARS) ## resolve the Kafka broker, Spark Kafka connector and Delta jars from Maven Central into .jars/ (once)
+
+kafka-up: $(STAMP_JARS) ## start the local KRaft Kafka broker on localhost:$(KAFKA_PORT) and create the topics
+	$(PY) -m jobs.lib.kafka_broker up
+
+kafka-down: $(STAMP_VENV) ## stop the local Kafka broker started by kafka-up
+	$(PY) -m jobs.lib.kafka_broker down
+
+test: $(STAMP_VENV) $(STAMP_JARS) ## run the test suite (starts its own broker and Spark)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded defaults and print what it found
+	$(PY) -m jobs.smoke --data $(DATA) --out $(OUT)
+
+lint: $(STAMP_VENV) ## ruff
+	$(PY) -m ruff check jobs models schemas tests
+
+typecheck: $(STAMP_VENV) ## mypy
+	$(PY) -m mypy jobs models schemas
+
+clean: ## remove generated outputs (keeps .venv and .jars)
+	rm -rf out .run spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,1 @@
+"""Entry points (thin `main()`s) and the shared library they stand on (`jobs.lib`)."""

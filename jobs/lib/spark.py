@@ -1,0 +1,54 @@
+"""The one place a SparkSession is built.
+
+Under spark-submit the cluster manager, master and jars come from the submit command; this helper then only
+adds the Delta extension and the settings from conf/. For local runs and tests it also sets the master, the
+resolved jars (paths, never a download) and the Python interpreter of this venv for the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+from jobs.lib.config import Config, conf_dir
+from jobs.lib.jvm import spark_jars
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the Python driver with a gateway to its already running JVM.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(cfg: Config, app_name: str | None = None, master: str | None = None,
+                  extra_conf: Mapping[str, str] | None = None) -> SparkSession:
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    if not launched_by_spark_submit():
+        master = master or cfg.spark.master
+        if master.startswith("local"):
+            # A local run talks to itself only; binding to loopback avoids a hostname lookup warning.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        log4j = f"-Dlog4j2.configurationFile=file:{conf_dir() / 'log4j2.properties'}"
+        builder = (
+            builder.master(master)
+            .config("spark.jars", ",".join(str(p) for p in spark_jars()))
+            .config("spark.driver.memory", cfg.spark.driver_memory)
+            .config("spark.driver.extraJavaOptions", log4j)
+            .config("spark.executor.extraJavaOptions", log4j)
+        )
+    builder = (
+        builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_size))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    for key, value in {**cfg.spark.conf, **(extra_conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    return spark

@@ -1,0 +1,49 @@
+"""Session-wide fixtures: one SparkSession and one real Kafka broker for the whole run (never per test)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("FLOWSENTINEL_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data" / "cicids2017"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real CICIDS2017 samples beside the checkout (CI has them)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"CICIDS2017 samples not found at {SHARED_DATA} (set FLOWSENTINEL_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    from jobs.lib.config import load_config
+
+    # Tests see only the defaults plus these, whatever the caller's environment says.
+    return load_config(["spark.shuffle_partitions=2", "spark.conf.spark.ui.enabled=false"], env={})
+
+
+@pytest.fixture(scope="session")
+def spark(cfg, tmp_path_factory):
+    from jobs.lib.spark import build_session
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    os.environ.setdefault("SPARK_LOCAL_DIRS", str(tmp_path_factory.mktemp("spark-local")))
+    return build_session(cfg, "flowsentinel-tests", master="local[2]",
+                         extra_conf={"spark.sql.warehouse.dir": str(warehouse)})  # never stopped by tests; the JVM goes with the test process
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> Iterator:
+    """A real KRaft broker on free ports, started once for the session and removed after."""
+    from jobs.lib.kafka_broker import LocalBroker, free_port
+
+    broker = LocalBroker(free_port(), free_port(), tmp_path_factory.mktemp("kafka"), heap="384m")
+    broker.start()
+    yield broker
+    broker.stop()

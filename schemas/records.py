@@ -6,7 +6,10 @@ Declared from the column lists in :mod:`schemas.flows`, never retyped elsewhere.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     StringType,
@@ -50,5 +53,22 @@ QUARANTINE = StructType(
         StructField("partition", IntegerType()),
         StructField("offset", LongType()),
         StructField("quarantined_at", TimestampType()),
+    ]
+)
+
+# One model input as the batch preparation writes it (Delta tables train/validation/test) and as the stream
+# job assembles it before scoring. `features` is (T, F): the T most recent flows of `key` up to and including
+# this one, oldest first, z-scored with the stored statistics; rows before the key's first flow are zeros with
+# mask False (left padding, so the scored flow is always the last row).
+PREPARED_SAMPLE = StructType(
+    [
+        StructField("features", ArrayType(ArrayType(FloatType(), False), False)),
+        StructField("mask", ArrayType(BooleanType(), False)),
+        StructField("label", IntegerType()),  # 0 benign, 1 attack
+        StructField("attack_type", StringType()),  # canonical attack type, "BENIGN" for benign
+        StructField("key", StringType()),  # the grouping key of the sequence (e.g. src_ip)
+        StructField("event_time", TimestampType()),
+        StructField("source_file", StringType()),
+        StructField("source_row", LongType()),
     ]
 )

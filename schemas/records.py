@@ -64,7 +64,7 @@ PREPARED_SAMPLE = StructType(
     [
         StructField("features", ArrayType(ArrayType(FloatType(), False), False)),
         StructField("mask", ArrayType(BooleanType(), False)),
-        StructField("label", IntegerType()),  # 0 benign, 1 attack
+        StructField("is_attack", IntegerType()),  # binary label: 0 benign, 1 attack
         StructField("attack_type", StringType()),  # canonical attack type, "BENIGN" for benign
         StructField("key", StringType()),  # the grouping key of the sequence (e.g. src_ip)
         StructField("event_time", TimestampType()),

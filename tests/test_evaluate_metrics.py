@@ -52,7 +52,8 @@ def test_type_metrics_by_hand():
     m = type_metrics(TRUE, PRED)
     # BENIGN: 5 true, 5 predicted, 4 right -> P = R = F1 = 0.8. DDoS and PortScan: 2 true, 2 predicted,
     # 1 right -> 0.5. XSS: 1 of 1 -> 1.0.
-    assert m["per_type"] == pytest.approx({"BENIGN": 0.8, "DDoS": 0.5, "PortScan": 0.5, "Web Attack XSS": 1.0})
+    assert m["per_type"] == pytest.approx({"BENIGN": 0.8, "DDoS": 0.5, "PortScan": 0.5,
+                                           "Web Attack XSS": 1.0})
     assert m["per_type_f1"] == pytest.approx({"BENIGN": 0.8, "DDoS": 0.5, "PortScan": 0.5,
                                               "Web Attack XSS": 1.0})
     assert m["per_type_support"] == {"BENIGN": 5, "DDoS": 2, "PortScan": 2, "Web Attack XSS": 1}

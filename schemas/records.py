@@ -72,3 +72,73 @@ PREPARED_SAMPLE = StructType(
         StructField("source_row", LongType()),
     ]
 )
+
+# ------------------------------------------------------------------ the stream job's Delta tables (OUT/tables/)
+
+# The few flow features kept beside the scores in flows_scored (the full vector stays in Kafka's retention).
+KEY_FEATURES = ["flow_duration", "total_fwd_packets", "total_bwd_packets", "total_length_fwd_packets",
+                "total_length_bwd_packets", "flow_bytes_per_s", "flow_packets_per_s"]
+
+_KAFKA_COORDINATES = [
+    StructField("topic", StringType()),
+    StructField("partition", IntegerType()),
+    StructField("offset", LongType()),
+    StructField("kafka_timestamp", TimestampType()),
+]
+
+# Every valid flow the stream job scored, once (exactly-once by Kafka coordinates).
+FLOWS_SCORED = StructType(
+    [_identifier_field(c) for c in IDENTIFIER_COLUMNS]
+    + [StructField("event_time", TimestampType()), StructField("key", StringType())]
+    + [StructField(c, DoubleType()) for c in KEY_FEATURES]
+    + [
+        StructField("label", StringType()),  # as replayed (null when the source carries none)
+        StructField("true_attack_type", StringType()),  # canonical form of label
+        StructField("attack_prob", FloatType()),
+        StructField("is_attack", IntegerType()),  # the model's decision: attack_prob >= threshold
+        StructField("attack_type", StringType()),  # the model's attack type ("BENIGN" below the threshold)
+        StructField("model_version", StringType()),
+        StructField("batch_id", LongType()),
+    ]
+    + PROVENANCE_FIELDS
+    + _KAFKA_COORDINATES
+)
+
+# Flows at or above the threshold, shaped after Suricata EVE / ECS alert events. alert_id (derived from the
+# Kafka coordinates) is also the key of the JSON message on the alerts topic: consumers dedupe on it.
+ALERTS = StructType(
+    [
+        StructField("alert_id", StringType()),
+        StructField("timestamp", TimestampType()),  # the flow's event time, else its Kafka timestamp
+        StructField("flow_id", StringType()),
+        StructField("community_id", StringType()),  # Community ID v1 (seed 0), null without IPs
+        StructField("src_ip", StringType()),
+        StructField("src_port", IntegerType()),
+        StructField("dest_ip", StringType()),
+        StructField("dest_port", IntegerType()),
+        StructField("proto", StringType()),  # TCP / UDP / ICMP / the IANA number
+        StructField("category", StringType()),  # attack type
+        StructField("severity", IntegerType()),  # 1 high (score >= 0.99), 2 medium (>= 0.9), 3 low
+        StructField("score", FloatType()),
+        StructField("model_version", StringType()),
+        StructField("explanation", StringType()),  # the flow's most unusual features (|z-score|), top first
+        StructField("key", StringType()),
+        StructField("batch_id", LongType()),
+    ]
+    + _KAFKA_COORDINATES
+)
+
+# Per host (the sequence key) per event-time window, accumulated across micro-batches by MERGE.
+HOST_WINDOWS = StructType(
+    [
+        StructField("host", StringType()),
+        StructField("window_start", TimestampType()),
+        StructField("window_end", TimestampType()),
+        StructField("flows", LongType()),
+        StructField("alerts", LongType()),
+        StructField("bytes", DoubleType()),
+        StructField("distinct_dst_ports", IntegerType()),
+        StructField("dst_ports", ArrayType(IntegerType())),
+        StructField("updated_batch_id", LongType()),
+    ]
+)

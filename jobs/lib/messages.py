@@ -1,0 +1,73 @@
+"""Kafka flow messages -> typed flow records, with a reason for every message that cannot be one.
+
+The message contract (schemas.records.FLOW_MESSAGE): a strict JSON object (RFC 8259), one flow, canonical
+field names; numeric fields are JSON numbers, or the strings "NaN", "Infinity", "-Infinity" that CICFlowMeter
+writes (JSON has no such numbers). Every flow feature is required; identifier fields, label and provenance
+may be absent (79-column sources have no IPs); a field the schema does not name makes the message invalid.
+
+The message is parsed once with every field as text, then each field is cast to its declared type; a value that
+does not cast is a wrong type. The value-level rules that batch preparation applies too (non-finite rates,
+negative counters, unknown labels) are not here: they live in jobs.lib.preprocess and run after this.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from schemas.flows import FEATURE_COLUMNS
+from schemas.records import FLOW_MESSAGE
+
+_AS_TEXT = StructType([StructField(f.name, StringType()) for f in FLOW_MESSAGE.fields])
+KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
+
+
+def raw_text(value: Column) -> Column:
+    """The message as text for the quarantine table, lossless: bytes that are not UTF-8 as base64."""
+    text = value.cast("string")
+    return F.when(F.is_valid_utf8(text), text).otherwise(F.concat(F.lit("base64:"), F.base64(value)))
+
+
+def parse_flow_messages(kafka: DataFrame) -> DataFrame:
+    """Kafka source rows -> FLOW_MESSAGE columns + Kafka coordinates + `message_error` (null when the message
+    is a well-formed flow) + `value` (the message bytes, for :func:`raw_text` where a row is quarantined).
+
+    Reasons follow jobs.lib.preprocess's "category: column" form."""
+    text = F.col("value").cast("string")
+    # inline(array(struct)) is an optimizer boundary: without it, Spark inlines the from_json expression
+    # into every one of the ~170 checks below that read a field, parsing each message that many times.
+    parsed = kafka.select(
+        F.inline(F.array(F.struct(
+            F.col("value"),
+            text.alias("_text"),
+            F.json_object_keys(text).alias("_keys"),
+            F.from_json(text, _AS_TEXT).alias("_m"),
+            F.col("topic"),
+            F.col("partition"),
+            F.col("offset"),
+            F.col("timestamp").alias("kafka_timestamp"),
+        )))
+    )
+    typed = {f.name: F.col(f"_m.{f.name}").try_cast(f.dataType) for f in FLOW_MESSAGE.fields}
+    allowed = F.array(*[F.lit(f.name) for f in FLOW_MESSAGE.fields])
+    unexpected = F.array_except(F.col("_keys"), allowed)
+    # A flat coalesce of independent checks (first failing one wins): a nested CASE of ~170 levels is slow
+    # to compile and to run.
+    checks: list[Column] = [
+        F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty_payload")),
+        F.when(~F.is_valid_utf8(F.col("_text")), F.lit("not_utf8")),
+        F.when(F.col("_keys").isNull(), F.lit("invalid_json")),
+        F.when(F.size(unexpected) > 0, F.concat(F.lit("unexpected_field: "), F.array_join(unexpected, ","))),
+    ]
+    checks += [F.when(F.col(f"_m.{name}").isNull(), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]
+    checks += [
+        F.when(F.col(f"_m.{f.name}").isNotNull() & typed[f.name].isNull(),
+               F.lit(f"wrong_type: {f.name}"))
+        for f in FLOW_MESSAGE.fields
+        if not isinstance(f.dataType, StringType)
+    ]
+    checked = parsed.select(
+        "*", *[expr.alias(name) for name, expr in typed.items()], F.coalesce(*checks).alias("message_error")
+    )
+    return checked.select(*typed, "topic", "partition", "offset", "kafka_timestamp", "message_error", "value")

@@ -1,0 +1,315 @@
+"""The detection job: Kafka flows -> parse and validate -> z-score -> per-host sequences (Spark state) ->
+CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, host_windows, quarantine) and the alerts topic.
+
+    python -m jobs.stream_detect [--out DIR] [--model DIR] [--available-now] [--set section.key=value]
+    spark-submit ... jobs/stream_detect.py --out s3://bucket/flowsentinel
+
+One streaming query, one checkpoint: every Kafka record ends in exactly one row of flows_scored or quarantine.
+Each micro-batch is written with foreachBatch; every Delta write carries txnAppId/txnVersion (the query id and
+the batch id) and the host_windows MERGE the same as session settings, so a batch replayed after a crash is
+skipped by Delta instead of written twice. The alerts topic is at-least-once (a replayed batch publishes its
+alerts again); consumers dedupe on alert_id, the message key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+
+from jobs.lib.config import Config, ConfigError, add_config_args, load_config
+from jobs.lib.inference import community_id_column, proto_name, score_udf, severity
+from jobs.lib.messages import parse_flow_messages, raw_text
+from jobs.lib.preprocess import (
+    NormStats,
+    apply_zscore,
+    assemble_sequences,
+    sequence_config_overrides,
+    with_labels,
+    with_reject_reason,
+    with_sequence_key,
+)
+from jobs.lib.spark import build_session
+from schemas.flows import IDENTIFIER_COLUMNS
+from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, KEY_FEATURES, QUARANTINE
+
+TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
+APP_ID = "flowsentinel-stream-detect"
+
+# What travels through the stateful operator besides the vector: everything the sinks need.
+_CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "event_time", "source_file",
+            "source_row", "topic", "partition", "offset", "kafka_timestamp", "reason", "raw"]
+_ORDER = ["event_time", "source_file", "source_row", "partition", "offset"]
+
+
+def state_output_schema(df: DataFrame) -> str:
+    fields = [f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields if f.name in _CARRIED]
+    return ", ".join([*fields, "features array<float>", "mask array<boolean>"])
+
+
+def read_kafka(spark: SparkSession, cfg: Config, starting_offsets: str) -> DataFrame:
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+              .option("subscribe", cfg.kafka.flows_topic)
+              .option("startingOffsets", starting_offsets)
+              .option("maxOffsetsPerTrigger", cfg.stream.max_offsets_per_trigger)
+              .option("failOnDataLoss", "true"))
+    for key, value in cfg.kafka.options.items():
+        reader = reader.option(f"kafka.{key}", value)
+    return reader.load()
+
+
+def validated_flows(kafka: DataFrame, model_cfg: Config, stats: NormStats) -> DataFrame:
+    """Kafka rows -> typed flows with `reason` (null = valid), labels, key, event time and z-scored vector.
+
+    The same preprocessing functions as the batch preparation, configured with the model's own settings."""
+    parsed = parse_flow_messages(kafka)
+    checked = with_reject_reason(parsed, model_cfg)
+    flows = with_sequence_key(with_labels(checked), model_cfg)
+    reason = F.coalesce(F.col("message_error"), F.col("reject_reason"))
+    flows = flows.withColumns({"reason": reason, "raw": F.when(reason.isNotNull(), raw_text(F.col("value")))})
+    return apply_zscore(flows, stats)
+
+
+def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> Any:
+    """applyInPandasWithState function: per key, the last T-1 vectors survive between micro-batches."""
+
+    def update(key: tuple[Any, ...], batches: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+        if state.hasTimedOut:  # the host has been quiet for state_idle_timeout_ms of event time
+            state.remove()
+            return
+        pdf = pd.concat(list(batches), ignore_index=True)
+        pdf = pdf.sort_values(_ORDER, na_position="first", kind="stable", ignore_index=True)
+        valid = pdf["reason"].isna().to_numpy()
+        features = np.full(len(pdf), None, dtype=object)
+        masks = np.full(len(pdf), None, dtype=object)
+        if valid.any() and key[0] is not None:
+            history = (np.asarray(state.get[0], dtype=np.float32).reshape(-1, n_features) if state.exists
+                       else np.zeros((0, n_features), np.float32))
+            vectors = np.stack(pdf.loc[valid, "vector"].to_numpy()).astype(np.float32)
+            feats, mask, history = assemble_sequences(history, vectors, seq_len)
+            flat = feats.reshape(len(feats), -1)
+            for j, i in enumerate(np.flatnonzero(valid)):  # object arrays take one array per cell
+                features[i], masks[i] = flat[j], mask[j]
+            state.update((history.reshape(-1).tolist(),))
+            state.setTimeoutTimestamp(state.getCurrentWatermarkMs() + idle_timeout_ms)
+        out = pdf.drop(columns=["vector"])
+        out["features"] = features
+        out["mask"] = masks
+        yield out
+
+    return update
+
+
+def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any,
+                     starting_offsets: str) -> DataFrame:
+    flows = validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats)
+    flows = flows.withWatermark("kafka_timestamp", cfg.stream.watermark_delay)
+    carried = flows.select(*_CARRIED, "vector")
+    return carried.groupBy("key").applyInPandasWithState(
+        sequence_state_fn(detector.seq_len, len(detector.features), cfg.stream.state_idle_timeout_ms),
+        outputStructType=state_output_schema(carried),
+        stateStructType="history array<float>",
+        outputMode="append",
+        timeoutConf=GroupStateTimeout.EventTimeTimeout,
+    )
+
+
+class BatchWriter:
+    """foreachBatch body: score the micro-batch, then write every table idempotently and publish alerts."""
+
+    def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
+        self.cfg = cfg
+        self.tables = tables
+        self.model_dir = model_dir
+        self.model_version = detector.model_version
+        self.threshold = detector.threshold
+
+    def path(self, table: str) -> str:
+        return str(self.tables / table)
+
+    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
+        (df.write.format("delta").mode("append")
+         .option("txnAppId", f"{APP_ID}:{table}").option("txnVersion", batch_id)
+         .save(self.path(table)))
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        m = self.cfg.model
+        scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
+        batch = batch.persist()
+        try:
+            valid = batch.where(F.col("reason").isNull())
+            scored = (valid.withColumn("_s", scorer("features", "mask"))
+                      .withColumns({"attack_prob": F.col("_s.attack_prob"),
+                                    "pred_type": F.col("_s.attack_type"),
+                                    "explanation": F.col("_s.explanation"),
+                                    "batch_id": F.lit(batch_id).cast("long")})
+                      .drop("_s", "features", "mask")
+                      .persist())
+            self._append(self.flows_scored(scored), "flows_scored", batch_id)
+            alerts = self.alerts(scored).persist()
+            self._append(alerts, "alerts", batch_id)
+            self.merge_host_windows(spark, scored, batch_id)
+            self._append(self.quarantine(batch.where(F.col("reason").isNotNull())), "quarantine", batch_id)
+            if self.cfg.stream.publish_alerts:
+                self.publish(alerts)
+            alerts.unpersist()
+            scored.unpersist()
+        finally:
+            batch.unpersist()
+
+    def flows_scored(self, scored: DataFrame) -> DataFrame:
+        is_attack = (F.col("attack_prob") >= F.lit(self.threshold)).cast("int")
+        return scored.select(*[
+            (is_attack if f.name == "is_attack"
+             else F.col("pred_type") if f.name == "attack_type"
+             else F.col("attack_type") if f.name == "true_attack_type"
+             else F.lit(self.model_version) if f.name == "model_version"
+             else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in FLOWS_SCORED.fields
+        ])
+
+    def alerts(self, scored: DataFrame) -> DataFrame:
+        hits = scored.where(F.col("attack_prob") >= F.lit(self.threshold))
+        columns = {
+            "alert_id": F.sha2(F.concat_ws(":", "topic", "partition", "offset"), 256).substr(1, 32),
+            "timestamp": F.coalesce("event_time", "kafka_timestamp"),
+            "community_id": community_id_column(F.col("src_ip"), F.col("dst_ip"), F.col("protocol"),
+                                                F.col("src_port"), F.col("dst_port")),
+            "dest_ip": F.col("dst_ip"),
+            "dest_port": F.col("dst_port"),
+            "proto": proto_name(F.col("protocol")),
+            "category": F.col("pred_type"),
+            "severity": severity(F.col("attack_prob")),
+            "score": F.col("attack_prob"),
+            "model_version": F.lit(self.model_version),
+        }
+        return hits.select(*[(columns.get(f.name, F.col(f.name))).cast(f.dataType).alias(f.name)
+                             for f in ALERTS.fields])
+
+    def quarantine(self, rejected: DataFrame) -> DataFrame:
+        columns = {"quarantined_at": F.current_timestamp()}
+        return rejected.select(*[(columns.get(f.name, F.col(f.name)) if f.name != "reason" else F.col("reason"))
+                                 .cast(f.dataType).alias(f.name) for f in QUARANTINE.fields])
+
+    def merge_host_windows(self, spark: SparkSession, scored: DataFrame, batch_id: int) -> None:
+        window = F.window(F.coalesce("event_time", "kafka_timestamp"), self.cfg.stream.host_window)
+        updates = (scored.groupBy(F.col("key").alias("host"), window.alias("w"))
+                   .agg(F.count(F.lit(1)).alias("flows"),
+                        F.sum((F.col("attack_prob") >= F.lit(self.threshold)).cast("long")).alias("alerts"),
+                        F.sum(F.coalesce(F.col("total_length_fwd_packets"), F.lit(0.0))
+                              + F.coalesce(F.col("total_length_bwd_packets"), F.lit(0.0))).alias("bytes"),
+                        F.array_sort(F.collect_set("dst_port")).alias("dst_ports"))
+                   .select("host", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                           "flows", "alerts", "bytes", F.size("dst_ports").alias("distinct_dst_ports"),
+                           "dst_ports", F.lit(batch_id).cast("long").alias("updated_batch_id")))
+        from delta.tables import DeltaTable
+
+        target = DeltaTable.forPath(spark, self.path("host_windows"))
+        merged_ports = F.array_sort(F.array_union(F.col("t.dst_ports"), F.col("s.dst_ports")))
+        # Session settings make the MERGE idempotent like the appends: Delta skips it for a batch id it has.
+        spark.conf.set("spark.databricks.delta.write.txnAppId", f"{APP_ID}:host_windows")
+        spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+        try:
+            (target.alias("t")
+             .merge(updates.alias("s"), "t.host = s.host AND t.window_start = s.window_start")
+             .whenMatchedUpdate(set={
+                 "flows": "t.flows + s.flows", "alerts": "t.alerts + s.alerts", "bytes": "t.bytes + s.bytes",
+                 "dst_ports": merged_ports, "distinct_dst_ports": F.size(merged_ports),
+                 "updated_batch_id": "s.updated_batch_id"})
+             .whenNotMatchedInsertAll()
+             .execute())
+        finally:
+            spark.conf.unset("spark.databricks.delta.write.txnAppId")
+            spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+    def publish(self, alerts: DataFrame) -> None:
+        options = {f"kafka.{k}": v for k, v in self.cfg.kafka.options.items()}
+        (alerts.select(F.col("alert_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value"))
+         .write.format("kafka")
+         .option("kafka.bootstrap.servers", self.cfg.kafka.bootstrap_servers)
+         .option("topic", self.cfg.kafka.alerts_topic)
+         .options(**options)
+         .save())
+
+
+def create_tables(spark: SparkSession, tables: Path) -> None:
+    """Create the four Delta tables (empty, with their schemas) unless they exist."""
+    from delta.tables import DeltaTable
+
+    for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("host_windows", HOST_WINDOWS),
+                         ("quarantine", QUARANTINE)):
+        (DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema).execute())
+
+
+def model_config(cfg: Config, detector: Any, sets: list[str], config_file: str | None) -> Config:
+    """The run's config with the model's own sequence settings, so inputs match what it was trained on."""
+    return load_config([*sets, *sequence_config_overrides(detector.sequence)], config_file)
+
+
+def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, model_dir: str, out: Path,
+          available_now: bool = False, starting_offsets: str | None = None) -> Any:
+    tables = out / "tables"
+    checkpoint = cfg.stream.checkpoint_dir or str(out / "checkpoints" / "stream_detect")
+    create_tables(spark, tables)
+    offsets = starting_offsets or cfg.stream.starting_offsets
+    scored = detection_stream(spark, cfg, model_cfg, detector, offsets)
+    writer = (scored.writeStream.queryName("stream_detect")
+              .foreachBatch(BatchWriter(cfg, tables, detector, model_dir))
+              .option("checkpointLocation", checkpoint))
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    elif cfg.stream.trigger_interval:
+        writer = writer.trigger(processingTime=cfg.stream.trigger_interval)
+    return writer.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="output folder (default: conf stream.out_dir)")
+    parser.add_argument("--model", help="model folder (default: conf model.dir, the shipped model)")
+    parser.add_argument("--available-now", action="store_true", help="process what is in Kafka, then stop")
+    parser.add_argument("--starting-offsets", help="override stream.starting_offsets for a new checkpoint")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.sets, args.config)
+        from models.artifact import DEFAULT_DIR, load_model
+
+        model_dir = str(Path(args.model or cfg.model.dir if (args.model or cfg.model.dir) else DEFAULT_DIR))
+        detector = load_model(model_dir, device="cpu")  # validates the artifact before anything starts
+        model_cfg = model_config(cfg, detector, args.sets, args.config)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or cfg.stream.out_dir)
+    spark = build_session(cfg, "flowsentinel-stream-detect")
+    query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(json.dumps({"query": "stream_detect", "id": str(query.id), "out": str(out)}), flush=True)
+    while query.isActive and not stop.is_set():
+        query.awaitTermination(1.0)
+    if query.isActive:
+        query.stop()
+    if query.exception():
+        print(f"error: streaming query failed: {query.exception()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
@@ -31,6 +32,7 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.inference import community_id_column, proto_name, score_udf, severity
 from jobs.lib.messages import parse_flow_messages, raw_text
+from jobs.lib.preflight import PreflightError, check_broker, check_checkpoint, check_writable
 from jobs.lib.preprocess import (
     NormStats,
     apply_zscore,
@@ -292,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = str(Path(args.model or cfg.model.dir if (args.model or cfg.model.dir) else DEFAULT_DIR))
         detector = load_model(model_dir, device="cpu")  # validates the artifact before anything starts
         model_cfg = model_config(cfg, detector, args.sets, args.config)
-    except (ConfigError, ValueError, OSError) as exc:
+        # Fail fast, naming the problem, before Spark retries for minutes or fails inside a Delta commit.
+        check_writable(args.out or cfg.stream.out_dir)
+        check_broker(cfg.kafka.bootstrap_servers, cfg.kafka.options)
+        check_checkpoint(cfg.stream.checkpoint_dir
+                         or str(Path(args.out or cfg.stream.out_dir) / "checkpoints" / "stream_detect"),
+                         cfg.kafka.flows_topic)
+    except (ConfigError, ValueError, OSError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or cfg.stream.out_dir)
@@ -301,8 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(json.dumps({"query": "stream_detect", "id": str(query.id), "out": str(out)}), flush=True)
-    while query.isActive and not stop.is_set():
-        query.awaitTermination(1.0)
+    try:
+        while query.isActive and not stop.is_set():
+            query.awaitTermination(1.0)
+    except StreamingQueryException:
+        pass  # awaitTermination raises when the query failed: reported below, with a message and exit code 1
     if query.isActive:
         query.stop()
     if query.exception():

@@ -24,7 +24,7 @@ export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
 export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup jars kafka-up kafka-down test demo lint typecheck clean
+.PHONY: help setup jars kafka-up kafka-down test demo bench lint typecheck clean package cluster-test sql reliability reliability-burst
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,7 +58,13 @@ test: $(STAMP_VENV) $(STAMP_JARS) ## run the test suite (starts its own broker a
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded defaults and print what it found
-	$(PY) -m jobs.smoke --data $(DATA) --out $(OUT)
+	$(PY) -m jobs.demo --data $(DATA) --out $(OUT)
+
+BENCH_FLOWS ?= 1000000
+
+bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, model.json
+	$(PY) -m jobs.bench_model --out $(BENCH_OUT)/model.json
+	$(PY) -m jobs.bench_stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
 
 lint: $(STAMP_VENV) ## ruff
 	$(PY) -m ruff check jobs models schemas tests
@@ -66,5 +72,32 @@ lint: $(STAMP_VENV) ## ruff
 typecheck: $(STAMP_VENV) ## mypy
 	$(PY) -m mypy jobs models schemas
 
+# ------------------------------------------------------------------ cluster, SQL, operations (issue 7)
+MODEL ?= models/default
+DIST ?= dist
+Q ?=
+QUERY ?=
+
+package: $(STAMP_VENV) $(STAMP_JARS) ## build $(DIST)/: project wheel (+ .zip for --py-files), conf, jars, model archive (MODEL=dir)
+	$(PY) -m jobs.package --dist $(DIST) --model $(MODEL)
+
+cluster-test: package ## start a local Spark standalone cluster, spark-submit the stream job from $(DIST)/, check the tables
+	FLOWSENTINEL_DIST=$(abspath $(DIST)) $(PY) -m pytest -m cluster tests/test_cluster.py $(PYTEST_ARGS)
+
+sql: $(STAMP_VENV) $(STAMP_JARS) ## Spark SQL over $(OUT)/tables: make sql Q="SELECT ..." or make sql QUERY=top_hosts
+	@if [ -n "$(QUERY)" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables --query $(QUERY); \
+	elif [ -n "$(Q)" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables "$(Q)"; \
+	else $(PY) -m jobs.sql --list; fi
+
+# ------------------------------------------------------------------ reliability (issue 6)
+RELIABILITY_RECORDS ?= 100000
+BURST_RECORDS ?= 1000000
+
+reliability: $(STAMP_VENV) $(STAMP_JARS) ## SIGKILLs, a broker restart, hostile input: $(BENCH_OUT)/reliability.json
+	$(PY) -m jobs.reliability --out $(BENCH_OUT) --records $(RELIABILITY_RECORDS)
+
+reliability-burst: $(STAMP_VENV) $(STAMP_JARS) ## back-pressure: 1M queued records, peak RSS: $(BENCH_OUT)/backpressure.json
+	$(PY) -m jobs.reliability --out $(BENCH_OUT) --mode backpressure --records $(BURST_RECORDS) --max-offsets 50000 --timeout 3600
+
 clean: ## remove generated outputs (keeps .venv and .jars)
-	rm -rf out .run spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf out dist .run spark-warehouse metastore_db derby.log .pytest_cache

@@ -179,6 +179,7 @@ class BatchWriter:
              else F.col("pred_type") if f.name == "attack_type"
              else F.col("attack_type") if f.name == "true_attack_type"
              else F.lit(self.model_version) if f.name == "model_version"
+             else F.current_timestamp() if f.name == "scored_at"
              else F.col(f.name)).cast(f.dataType).alias(f.name)
             for f in FLOWS_SCORED.fields
         ])

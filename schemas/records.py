@@ -99,6 +99,7 @@ FLOWS_SCORED = StructType(
         StructField("attack_type", StringType()),  # the model's attack type ("BENIGN" below the threshold)
         StructField("model_version", StringType()),
         StructField("batch_id", LongType()),
+        StructField("scored_at", TimestampType()),  # when the micro-batch's write began (commit follows)
     ]
     + PROVENANCE_FIELDS
     + _KAFKA_COORDINATES

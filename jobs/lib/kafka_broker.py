@@ -185,7 +185,8 @@ class LocalBroker:
             if proc is not None and proc.poll() is not None:
                 raise BrokerError(f"Kafka broker exited with code {proc.returncode}; log tail:\n{self.log_tail()}")
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
+                                         reconnect_backoff_max_ms=500)
                 try:
                     admin.describe_cluster()
                     admin.list_topics()

@@ -24,7 +24,7 @@ export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
 export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup jars kafka-up kafka-down test demo bench lint typecheck clean package cluster-test sql reliability reliability-burst
+.PHONY: help setup jars kafka-up kafka-down test demo bench lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,23 @@ lint: $(STAMP_VENV) ## ruff
 
 typecheck: $(STAMP_VENV) ## mypy
 	$(PY) -m mypy jobs models schemas
+
+# ------------------------------------------------------------------ models (issue 4)
+PREP_OUT ?= out/prepared
+MODEL_OUT ?= models/default
+COMPARE_OUT ?= out/compare
+ARCH ?= cnn_lstm
+THREADS ?= 2
+
+train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(DATA) into $(PREP_OUT), train the default model into $(MODEL_OUT) (ARCH=cnn_lstm|bilstm)
+	$(PY) -m jobs.prepare_training_data --input $(DATA) --output $(PREP_OUT)
+	$(PY) -m jobs.train --data $(PREP_OUT) --out $(MODEL_OUT) --arch $(ARCH)
+
+compare: $(STAMP_VENV) $(STAMP_JARS) ## CNN+LSTM vs Bi-LSTM vs random forest, T, features, splits -> models/COMPARISON.md
+	$(PY) -m jobs.compare_models --data $(DATA) --out $(COMPARE_OUT) --report models/COMPARISON.md
+
+bench-model: $(STAMP_VENV) ## raw model throughput only (torch forward, batch 4096, THREADS threads) -> $(BENCH_OUT)/model.json
+	$(PY) -m jobs.bench_model --model $(MODEL_OUT) --threads $(THREADS) --batch 4096 --out $(BENCH_OUT)/model.json
 
 # ------------------------------------------------------------------ cluster, SQL, operations (issue 7)
 MODEL ?= models/default

@@ -1,0 +1,28 @@
+"""The reliability suite, short: a few thousand records, one SIGKILL of the job, one broker restart.
+
+The full run (>= 100,000 records, 3 crashes) is `make reliability`; this one runs inside `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jobs.reliability import main
+
+
+def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path, capsys):
+    code = main(["--out", str(tmp_path), "--records", "3000", "--crashes", "1", "--broker-restarts", "1",
+                 "--max-offsets", "1000", "--timeout", "600", "--seed", "7"])
+    report = json.loads((tmp_path / "reliability.json").read_text())
+    assert code == 0, capsys.readouterr().out
+    assert report["records"] == 3000
+    assert report["crashes_injected"] == 1
+    assert report["broker_restarts"] == 1
+    # 11 kinds x 3 + the 1 MB message, as jobs.reliability.messages builds them for 3000 records.
+    assert report["malformed_sent"] == 34
+    assert report["quarantined"] == 34
+    assert report["duplicates_sent"] == 3
+    assert report["scored"] == 3000 - 34
+    assert (report["lost"], report["duplicated"], report["misplaced"], report["unknown_offsets"]) == (0, 0, 0, 0)
+    assert report["job_exits_by_itself"] == 0
+    assert report["max_batch_records"] <= 1000

@@ -341,8 +341,8 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
     if RAW in df.columns:
         empty = col(RAW).isNull() | col(RAW).rlike(r"^[\s,]*$")
     else:
-        empty = reduce(lambda a, b: a & b, [col(c).isNull() for c in FEATURE_COLUMNS]) & (
-            label.isNull() | (F.trim(label) == ""))
+        # array_max skips nulls: it is null only when every feature is.
+        empty = F.array_max(col("_values")).isNull() & (label.isNull() | (F.trim(label) == ""))
     parse_error = col(PARSE_ERROR) if PARSE_ERROR in df.columns else F.lit(None).cast(StringType())
 
     # Cheap whole-row probes decide whether the per-column checks run at all. array_max is NaN when any value
@@ -670,10 +670,8 @@ def with_split(df: DataFrame, cfg: Config) -> DataFrame:
     cut1, cut2 = _split_fractions(cfg)
     features = feature_columns(cfg)
     vh = vector_hash(features)
-    if mode == "random":
-        u = _uniform(F.col("source_file"), F.col("source_row"), seed=seed)
-    else:
-        u = _uniform(vh, seed=seed)
+    # random: per row (duplicated vectors may straddle splits); otherwise per feature vector.
+    u = _uniform(F.col("source_file"), F.col("source_row"), seed=seed) if mode == "random" else _uniform(vh, seed=seed)
     stratum = F.col("attack_type")
     if mode == "temporal":
         timed = F.col("event_time").isNotNull()

@@ -100,13 +100,13 @@ def malformed(kind: str, template: dict[str, Any]) -> bytes | None:
     return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
-def messages(n: int, seed: int, key_field: str) -> Iterator[Message]:
+def messages(n: int, seed: int, key_field: str, big: bool = True) -> Iterator[Message]:
     """`n` messages: synthetic flows with, every so often, one malformed message of the next kind (each kind at
     least 3 times); one 1 MB message; every DUPLICATE_EVERY-th valid flow sent twice. Deterministic for a seed."""
     kinds = list(MALFORMED_KINDS)
     malformed_every = max(20, min(500, n // (3 * len(kinds))))
     flows = synthetic_flows(n, seed=seed, hosts=200)
-    big_at = n // 2
+    big_at = n // 2 if big else -1
     sent = k = 0
     for record in flows:
         if sent >= n:
@@ -314,6 +314,7 @@ class Settings:
     produce_chunk: int
     timeout_s: float
     model: str | None
+    big: bool = True
 
 
 def wait_progress(job: Job, checkpoint: Path, after_batch: int, timeout_s: float) -> int:
@@ -351,7 +352,7 @@ def run_chaos(s: Settings, cfg: Config) -> dict[str, Any]:
         model, model_note = resolve_model(s.model, cfg, work)
         lock = threading.Lock()
         producer = Producer(broker.bootstrap, cfg, cfg.kafka.flows_topic, lock)
-        stream = messages(s.records, s.seed, cfg.prep.sequence_key)
+        stream = messages(s.records, s.seed, cfg.prep.sequence_key, s.big)
         chunks = iter(lambda: [m for _, m in zip(range(s.produce_chunk), stream, strict=False)], [])
         # A first share is queued before the job starts; the rest arrives while it runs and is killed.
         first = max(1, int(s.records * 0.3) // s.produce_chunk)
@@ -545,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-offsets", type=int, default=5000, help="stream.max_offsets_per_trigger")
     parser.add_argument("--trigger", default="500 milliseconds", help="stream.trigger_interval")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for any one step")
+    parser.add_argument("--without-big", action="store_true",
+                        help="leave out the 1 MB message (to isolate the other faults; see README Reliability)")
     parser.add_argument("--model", help="model folder (default: conf model.dir; random weights when absent)")
     add_config_args(parser)
     args = parser.parse_args(argv)
@@ -552,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     settings = Settings(out, args.records, args.crashes, args.broker_restarts, args.seed, args.max_offsets,
-                        args.trigger, max(100, min(2000, args.records // 50)), args.timeout, args.model)
+                        args.trigger, max(100, min(2000, args.records // 50)), args.timeout, args.model,
+                        not args.without_big)
     if args.mode == "chaos":
         result = run_chaos(settings, cfg)
         name = "reliability.json"

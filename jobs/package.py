@@ -160,6 +160,8 @@ def submit_args(dist: Path, conf_dir_on_nodes: str = ".") -> list[str]:
         "--files", ",".join(str(f) for f in conf_files),
         "--archives", f"{dist / MODEL_ARCHIVE}#{MODEL_ALIAS}",
         "--conf", f"spark.executorEnv.FLOWSENTINEL_CONF_DIR={conf_dir_on_nodes}",
+        # the query thread needs a deeper stack than 1 MB (see jobs/lib/spark.py)
+        "--conf", "spark.driver.extraJavaOptions=-Xss32m",
         "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
         "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
     ]

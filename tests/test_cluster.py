@@ -162,7 +162,8 @@ def test_stream_job_on_a_standalone_cluster(spark, kafka_broker, standalone_clus
            "--driver-memory", "768m", "--executor-memory", "640m", "--total-executor-cores", "2",
            "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
            "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
-           "--driver-java-options", f"-Dlog4j2.configurationFile=file:{dist / 'conf' / 'log4j2.properties'}",
+           "--driver-java-options",
+           f"-Dlog4j2.configurationFile=file:{dist / 'conf' / 'log4j2.properties'} -Xss32m",
            *package.submit_args(dist),
            str(dist / "launch.py"), "jobs.stream_detect", "--model", package.MODEL_ALIAS, "--out", str(out),
            "--available-now", *[arg for s in sets for arg in ("--set", s)]]

@@ -32,7 +32,10 @@ def build_session(cfg: Config, app_name: str | None = None, master: str | None =
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        log4j = f"-Dlog4j2.configurationFile=file:{conf_dir() / 'log4j2.properties'}"
+        # -Xss: Spark strips comments from generated code with java.util.regex, which recurses per character;
+        # the stream job's validation expressions generate enough code to overflow the default 1 MB thread
+        # stack of the query thread (StackOverflowError in java.util.regex). Threads get -Xss; main does not.
+        log4j = f"-Dlog4j2.configurationFile=file:{conf_dir() / 'log4j2.properties'} -Xss32m"
         builder = (
             builder.master(master)
             .config("spark.jars", ",".join(str(p) for p in spark_jars()))

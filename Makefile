@@ -24,7 +24,7 @@ export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
 export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup jars kafka-up kafka-down test demo bench lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
+.PHONY: help setup jars kafka-up kafka-down test test-all demo bench lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,8 +54,11 @@ kafka-up: $(STAMP_JARS) ## start the local KRaft Kafka broker on localhost:$(KAF
 kafka-down: $(STAMP_VENV) ## stop the local Kafka broker started by kafka-up
 	$(PY) -m jobs.lib.kafka_broker down
 
-test: $(STAMP_VENV) $(STAMP_JARS) ## run the test suite (starts its own broker and Spark)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP_VENV) $(STAMP_JARS) ## run the test suite (starts its own broker and Spark); long suites: test-all
+	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+test-all: $(STAMP_VENV) $(STAMP_JARS) ## every test, including the short chaos run (slow) and the standalone-cluster test
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded defaults and print what it found
 	$(PY) -m jobs.demo --data $(DATA) --out $(OUT)

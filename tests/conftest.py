@@ -69,5 +69,6 @@ NOT_YET_SEEN_GREEN = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.split("[")[0] in NOT_YET_SEEN_GREEN:
+        test_id = item.nodeid.split("[")[0]
+        if test_id in NOT_YET_SEEN_GREEN or test_id.split("::")[0] in NOT_YET_SEEN_GREEN:
             item.add_marker(pytest.mark.slow)

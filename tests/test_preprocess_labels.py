@@ -1,0 +1,59 @@
+"""Label taxonomy: every spelling and encoding of a CICIDS2017 label maps to one canonical attack type."""
+
+import pytest
+
+from schemas.labels import ATTACK_TYPES, BENIGN, LABEL_MAP, canonical_attack_type, is_attack
+
+SPELLINGS = [
+    ("BENIGN", "BENIGN"),
+    (" Benign ", "BENIGN"),
+    ("DoS Hulk", "DoS Hulk"),
+    ("DoS GoldenEye", "DoS GoldenEye"),
+    ("DoS slowloris", "DoS slowloris"),
+    ("DoS Slowhttptest", "DoS Slowhttptest"),
+    ("DDoS", "DDoS"),
+    ("ddos", "DDoS"),
+    ("PortScan", "PortScan"),
+    ("Port Scan", "PortScan"),
+    ("FTP-Patator", "FTP-Patator"),
+    ("SSH-Patator", "SSH-Patator"),
+    ("Bot", "Bot"),
+    ("Web Attack \u00ef\u00bf\u00bd Brute Force", "Web Attack Brute Force"),  # as in the shared sample
+    ("Web Attack \ufffd XSS", "Web Attack XSS"),
+    ("Web Attack \u2013 Sql Injection", "Web Attack Sql Injection"),  # en dash
+    ("Web Attack - Sql Injection", "Web Attack Sql Injection"),
+    ("web attack brute force", "Web Attack Brute Force"),
+    ("Web Attack \u00e2\u20ac\u201c XSS", "Web Attack XSS"),  # en dash read as cp1252
+    ("Infiltration", "Infiltration"),
+    ("Infilteration", "Infiltration"),
+    ("Heartbleed", "Heartbleed"),
+    ("Normal", None),
+    ("DoS", None),
+    ("Web Attack", None),
+    ("", None),
+    ("  ", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(("raw", "canonical"), SPELLINGS)
+def test_canonical_attack_type(raw, canonical):
+    assert canonical_attack_type(raw) == canonical
+
+
+def test_label_map_is_fixed_with_benign_first():
+    assert ATTACK_TYPES[0] == BENIGN
+    assert len(ATTACK_TYPES) == 15 and len(set(ATTACK_TYPES)) == 15
+    assert LABEL_MAP["Heartbleed"] == 14 and LABEL_MAP["DDoS"] == 5
+    assert [is_attack(t) for t in ("BENIGN", "DDoS", "Bot")] == [0, 1, 1]
+
+
+def test_spark_mapping_agrees_with_python(spark):
+    from jobs.lib.preprocess import with_labels
+
+    rows = [(i, raw) for i, (raw, _) in enumerate(SPELLINGS)]
+    labelled = with_labels(spark.createDataFrame(rows, "i int, label string")).orderBy("i").collect()
+    assert [r["attack_type"] for r in labelled] == [c for _, c in SPELLINGS]
+    expected_binary = [None if c is None else int(c != BENIGN) for _, c in SPELLINGS]
+    assert [r["is_attack"] for r in labelled] == expected_binary
+    assert dict(with_labels(spark.createDataFrame([("x",)], "label string")).dtypes)["is_attack"] == "int"

@@ -88,6 +88,8 @@ def arrow_to_numpy(table: Any, label_index: dict[str, int]) -> tuple[np.ndarray,
                 np.zeros(0, np.int64))
     steps = feats.flatten()  # one list per timestep
     values = steps.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if not values.flags.writeable:  # a zero-copy view of Arrow's buffer; torch wants memory it may own
+        values = values.copy()
     n_steps = len(steps) // n
     n_feats = len(values) // max(len(steps), 1)
     lengths_t = feats.value_lengths().to_numpy(zero_copy_only=False)

@@ -589,7 +589,7 @@ def assemble_sequences(history: np.ndarray, new: np.ndarray, seq_len: int
     n, n_features = new.shape
     keep = seq_len - 1
     history = np.asarray(history, dtype=np.float32).reshape(-1, n_features)
-    history = history[len(history) - keep:] if keep else history[:0]
+    history = history[max(0, len(history) - keep):] if keep else history[:0]
     pad = keep - len(history)
     flows = np.concatenate([np.zeros((pad, n_features), np.float32), history, new])
     present = np.concatenate([np.zeros(pad, bool), np.ones(len(history) + n, bool)])
@@ -597,7 +597,7 @@ def assemble_sequences(history: np.ndarray, new: np.ndarray, seq_len: int
     features = np.ascontiguousarray(windows.transpose(0, 2, 1))
     mask = np.lib.stride_tricks.sliding_window_view(present, seq_len).copy()
     real = np.concatenate([history, new])
-    return features, mask, real[len(real) - keep:] if keep else real[:0]
+    return features, mask, real[max(0, len(real) - keep):] if keep else real[:0]
 
 
 # ----------------------------------------------------------------------------------- duplicates and splits

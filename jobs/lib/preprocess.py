@@ -632,9 +632,16 @@ def _uniform(*columns: Column, seed: int) -> Column:
     return (h.bitwiseAND(F.lit(0x7FFFFFFFFFFFFFFF))).cast(DoubleType()) / float(2**63)
 
 
+SPLIT_VECTOR_DECIMALS = 5
+
+
 def vector_hash(features: Sequence[str]) -> Column:
-    """Hash of a feature vector; -0.0 and 0.0 (equal as model inputs) hash alike."""
-    return F.xxhash64(*[F.when(F.col(c) == 0, F.lit(0.0)).otherwise(F.col(c)) for c in features])
+    """Hash of a feature vector as the model can tell it apart: each value as signed_log1p rounded to
+    SPLIT_VECTOR_DECIMALS places, so flows differing only beyond about the sixth significant digit (e.g. a
+    duration of 64068604 vs 64068608 us, which become the same float32 z-score) count as one vector; -0.0 and
+    0.0 hash alike."""
+    return F.xxhash64(*[F.round(_transform(F.col(c), "signed_log1p"), SPLIT_VECTOR_DECIMALS) + F.lit(0.0)
+                        for c in features])
 
 
 def _split_fractions(cfg: Config) -> tuple[float, float]:

@@ -32,6 +32,7 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.inference import community_id_column, proto_name, score_udf, severity
 from jobs.lib.messages import parse_flow_messages, raw_text
+from jobs.lib.monitoring import attach as attach_progress
 from jobs.lib.preflight import PreflightError, check_broker, check_checkpoint, check_writable
 from jobs.lib.preprocess import (
     NormStats,
@@ -272,6 +273,8 @@ def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, mo
     writer = (scored.writeStream.queryName("stream_detect")
               .foreachBatch(BatchWriter(cfg, tables, detector, model_dir))
               .option("checkpointLocation", checkpoint))
+    # One row per micro-batch (rates, durations, state rows, offsets) in OUT/tables/stream_progress.
+    attach_progress(spark, tables / "stream_progress", query_name="stream_detect")
     if available_now:
         writer = writer.trigger(availableNow=True)
     elif cfg.stream.trigger_interval:
@@ -306,21 +309,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or cfg.stream.out_dir)
     spark = build_session(cfg, "flowsentinel-stream-detect")
-    query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(json.dumps({"query": "stream_detect", "id": str(query.id), "out": str(out)}), flush=True)
-    try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(1.0)
-    except StreamingQueryException:
-        pass  # awaitTermination raises when the query failed: reported below, with a message and exit code 1
-    if query.isActive:
-        query.stop()
-    if query.exception():
-        print(f"error: streaming query failed: {query.exception()}", file=sys.stderr)
-        return 1
-    return 0
+    failures = 0
+    while True:
+        query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets)
+        print(json.dumps({"query": "stream_detect", "id": str(query.id), "run_id": str(query.runId),
+                          "out": str(out)}), flush=True)
+        try:
+            while query.isActive and not stop.is_set():
+                query.awaitTermination(1.0)
+        except StreamingQueryException:
+            pass  # awaitTermination raises when the query failed: handled below
+        if query.isActive:
+            query.stop()
+        error = query.exception()
+        if error is None or stop.is_set():
+            return 0
+        # A query fails on infrastructure, not on input (bad records go to quarantine): e.g. Spark's Kafka source
+        # fails when the broker restarts under it. The checkpoint makes a restart exactly-once, so restart it a
+        # bounded number of times, then give up with the cause.
+        failures = 1 if query.recentProgress else failures + 1  # "in a row": a run that made progress resets
+        cause = str(error).strip().splitlines()[0][:300]
+        if failures > cfg.stream.query_restarts:
+            print(f"error: streaming query failed {failures} times; last: {cause}", file=sys.stderr)
+            return 1
+        print(f"warning: streaming query failed ({cause}); restarting from the checkpoint in "
+              f"{cfg.stream.restart_backoff_s} s ({failures}/{cfg.stream.query_restarts})", file=sys.stderr,
+              flush=True)
+        if stop.wait(cfg.stream.restart_backoff_s):
+            return 0
 
 
 if __name__ == "__main__":

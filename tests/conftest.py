@@ -34,8 +34,9 @@ def spark(cfg, tmp_path_factory):
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     os.environ.setdefault("SPARK_LOCAL_DIRS", str(tmp_path_factory.mktemp("spark-local")))
+    # never stopped by tests: the JVM goes with the test process
     return build_session(cfg, "flowsentinel-tests", master="local[2]",
-                         extra_conf={"spark.sql.warehouse.dir": str(warehouse)})  # never stopped by tests; the JVM goes with the test process
+                         extra_conf={"spark.sql.warehouse.dir": str(warehouse)})
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,6 @@ def kafka_broker(tmp_path_factory) -> Iterator:
 NOT_YET_SEEN_GREEN = {
     "tests/test_notebooks.py::test_data_exploration",
     "tests/test_notebooks.py::test_alerts_dashboard",
-    "tests/test_monitoring.py::test_listener_writes_one_row_per_batch",
     "tests/test_sql.py::test_cli_errors_are_one_line",
     # still being written at the stop by their developers (whole files)
     "tests/test_evaluate.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime
 
@@ -39,7 +40,9 @@ def test_listener_writes_one_row_per_batch(spark, tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     for i in range(3):  # one file per micro-batch below
-        (source / f"part-{i}.json").write_text("".join(json.dumps({"n": i * 10 + j}) + "\n" for j in range(i + 1)))
+        part = source / f"part-{i}.json"
+        part.write_text("".join(json.dumps({"n": i * 10 + j}) + "\n" for j in range(i + 1)))
+        os.utime(part, (1_700_000_000 + i, 1_700_000_000 + i))  # the file source takes files oldest first
     table = tmp_path / "stream_progress"
     listener = monitoring.attach(spark, table, query_name="progress-test", flush_every=100)
     try:

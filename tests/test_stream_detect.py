@@ -106,6 +106,15 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     ddos_window = windows.where("host = '172.16.0.1'").agg(F.sum("flows"), F.sum("alerts")).first()
     assert tuple(ddos_window) == (200, 200)
 
+    # the progress listener keeps one row per micro-batch; it writes when the query ends, asynchronously
+    progress_path = tmp_path / "out" / "tables" / "stream_progress"
+    deadline = time.monotonic() + 60
+    while not (progress_path / "_delta_log").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    progress = _table(spark, tmp_path / "out", "stream_progress")
+    assert progress.agg(F.sum("num_input_rows")).first()[0] == 300 + len(raw)
+    assert progress.select("query_id").distinct().collect()[0][0] == str(query.id)
+
 
 def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     topic = "detect-idempotent"

@@ -25,8 +25,31 @@ SCORE_TYPE = "attack_prob float, attack_type string, explanation string"
 _DETECTORS: dict[tuple[str, str, int, int], Any] = {}
 
 
+def task_device(device: str) -> str:
+    """The device for this task: with GPU scheduling (spark.task.resource.gpu.amount), ``auto`` and ``cuda``
+    become the GPU Spark assigned to the task (``cuda:<address>``), so executors sharing a node use their own
+    GPUs; otherwise the setting as given (``auto``: CUDA when present, else the CPU)."""
+    if device not in ("auto", "cuda"):
+        return device
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    if gpus is not None and gpus.addresses:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{gpus.addresses[0]}"
+    return device
+
+
 def get_detector(model_dir: str, device: str = "auto", batch_size: int = 4096, threads: int = 0) -> Any:
-    """The loaded model for these settings, loaded at most once in this process."""
+    """The loaded model for these settings, loaded at most once in this process.
+
+    ``model_dir`` is read on the worker: a relative path is resolved in the executor's working directory, where
+    ``spark-submit --archives flowsentinel-model.tar.gz#model`` unpacks the model on every node.
+    """
+    device = task_device(device)
     key = (model_dir, device, batch_size, threads)
     if key not in _DETECTORS:
         from models.artifact import load_model

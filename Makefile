@@ -24,7 +24,7 @@ export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
 export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup jars kafka-up kafka-down test test-all demo bench lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
+.PHONY: help setup jars kafka-up kafka-down test test-all demo bench bench-prep lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ BENCH_FLOWS ?= 1000000
 bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, model.json
 	$(PY) -m jobs.bench_model --out $(BENCH_OUT)/model.json
 	$(PY) -m jobs.bench_stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
+
+BENCH_PREP_ROWS ?= 2830743
+BENCH_PREP_INPUT ?= out/bench-prep-input
+
+bench-prep: $(STAMP_VENV) $(STAMP_JARS) ## batch preparation, Spark vs pandas on BENCH_PREP_ROWS replicated flows: $(BENCH_OUT)/prep.json
+	$(PY) -m jobs.bench_prep --out $(BENCH_OUT) --rows $(BENCH_PREP_ROWS) --data $(DATA) --input-dir $(BENCH_PREP_INPUT)
 
 lint: $(STAMP_VENV) ## ruff
 	$(PY) -m ruff check jobs models schemas tests

@@ -48,6 +48,9 @@ VARIANTS = [
             ["cnn_lstm", "bilstm", "random_forest"], "T=1 vs T>1 (key src_ip, file order without IPs)"),
     Variant("all-T1-random", {"feature_set": "all", "sequence_length": 1, "split_mode": "random"},
             ["cnn_lstm", "random_forest"], "random vs leakage-aware split"),
+    Variant("all-T1-hash-drop", {"feature_set": "all", "sequence_length": 1, "split_mode": "hash",
+                                 "nonfinite_policy": "drop"},
+            ["cnn_lstm", "random_forest"], "Infinity/NaN rates dropped instead of imputed"),
 ]
 
 

@@ -141,6 +141,11 @@ def samples(flows: DataFrame, stats: pp.NormStats, seq_len: int) -> DataFrame:
 def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> dict[str, Any]:
     """Run the whole preparation; returns the report (also written to OUTPUT/prep_report.json)."""
     started = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:  # seconds since the previous phase ended, for the report
+        phases[name] = round(time.monotonic() - started - sum(phases.values()), 1)
+
     if _is_local(output):
         output = str(_local(output).resolve())
     staging = cfg.prep.staging_dir or _join(output, "_staging")
@@ -154,6 +159,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
     delete_path(spark, staging)
     staged_lines.write.mode("overwrite").parquet(_join(staging, "lines"))
     staged = spark.read.parquet(_join(staging, "lines"))
+    phase("parse_validate_stage")
 
     # 2. Row numbers, duplicates, splits.
     blocks = pp.line_blocks(staged)
@@ -168,6 +174,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
                                               "attack_type", "is_attack", "split")
     tagged.write.mode("overwrite").parquet(_join(staging, "flows"))
     flows = spark.read.parquet(_join(staging, "flows"))
+    phase("number_dedupe_split")
 
     # 3. Normalization on train only, then the sequences of every flow, written once.
     stats = pp.fit_zscore(flows.where(F.col("split") == "train"), features,
@@ -176,6 +183,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
     spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", str(len(pp.SPLITS)))
     samples(flows, stats, seq_len).write.mode("overwrite").partitionBy("split").parquet(
         _join(staging, "samples"))
+    phase("zscore_sequences")
     for name in pp.SPLITS:
         table = _join(output, name)
         delete_path(spark, table)
@@ -188,6 +196,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
         spark.sql(f"CONVERT TO DELTA parquet.`{table}` NO STATISTICS")
     quarantine_rows(rejected, dups).write.format("delta").mode("overwrite").option(
         "overwriteSchema", "true").save(_join(output, "quarantine"))
+    phase("delta_tables")
 
     # Report: aggregates only.
     dropped = {r["reason"]: int(r["count"]) for r in rejected.groupBy(
@@ -216,7 +225,9 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
         "sequence": pp.sequence_settings(cfg),
         "config": {k: v for k, v in cfg.prep.items() if k != "staging_dir"},
         "seconds": round(time.monotonic() - started, 1),
+        "phase_seconds": phases,
     }
+    phase("report")
     write_text(spark, _join(output, "prep_report.json"), json.dumps(report, indent=2))
     delete_path(spark, staging)
     return report

@@ -233,7 +233,7 @@ def load_prepared(spark: Any, data_dir: str | Path, cfg: Config, scratch: Path,
     for split in SPLITS:
         combined.update(splits[split].sha256.encode())
     fingerprint = {
-        "source": str(data.resolve()),
+        "source": str(data),
         "sha256": combined.hexdigest(),
         "split_sha256": {s: a.sha256 for s, a in splits.items()},
         "rows": {s: len(a) for s, a in splits.items()},

@@ -56,7 +56,7 @@ def pandas_flows(folder: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def shared_run(spark, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("prep-shared")
-    cfg = load_config(["spark.shuffle_partitions=2"], env={})
+    cfg = load_config(["spark.shuffle_partitions=2", "prep.sequence_length=4"], env={})  # sequences, not T=1
     return out, job.prepare(spark, cfg, str(shared_data), str(out)), pandas_flows(shared_data)
 
 

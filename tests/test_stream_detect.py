@@ -219,3 +219,43 @@ def test_batch_and_stream_build_identical_model_inputs(spark, kafka_broker, tmp_
     # the sequences really reach back: some inputs hold T real flows, the first of each host fewer
     masks = [sum(m) for _, m in batch_inputs.values()]
     assert min(masks) == 1 and max(masks) == 4
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka_broker, shared_data, tmp_path):
+    """The real default model (models/default) on real flows: the stream's alerts are exactly the flows the
+    batch preprocessing + the same model flag offline, and they are the known attacks."""
+    topic = "detect-default-model"
+    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
+    picks = {"friday-afternoon-ddos.csv": 150, "friday-afternoon-portscan.csv": 150,
+             "friday-afternoon-benign.csv": 300}
+    records = [r for name, n in picks.items() for r in list(iter_flow_records(shared_data / name))[:n]]
+    _produce(kafka_broker, cfg, topic, records)
+    artifact = REPO / "models" / "default"
+    query = _run(spark, cfg, sets, artifact, tmp_path / "out", available_now=True)
+    query.awaitTermination()
+    assert query.exception() is None
+
+    scored = {(r.source_file, r.source_row): r for r in _table(spark, tmp_path / "out", "flows_scored").collect()}
+    assert len(scored) == 600
+
+    from schemas.records import FLOW_RECORD
+
+    detector = load_model(artifact, device="cpu")
+    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    flows = spark.createDataFrame([tuple(r.get(f.name) for f in FLOW_RECORD.fields) for r in records], FLOW_RECORD)
+    inputs = _batch_inputs(flows, model_cfg, detector)
+    keys = sorted(inputs)
+    x = np.stack([inputs[k][0] for k in keys]).reshape(len(keys), detector.seq_len, len(detector.features))
+    m = np.array([inputs[k][1] for k in keys], dtype=bool)
+    prob, _ = detector.predict(x, m)
+    np.testing.assert_allclose([scored[k].attack_prob for k in keys], prob, rtol=0, atol=1e-5)
+    offline_alerts = {k for k, p in zip(keys, prob, strict=True) if p >= detector.threshold}
+    alerts = {(r.source_file, r.source_row) for r in _table(spark, tmp_path / "out", "alerts").collect()}
+    assert alerts == offline_alerts
+    # and the model is good at it: every DDoS and PortScan flow here is an alert, at most one benign flow is
+    by_file = Counter(f for f, _ in alerts)
+    assert (by_file["friday-afternoon-ddos.csv"], by_file["friday-afternoon-portscan.csv"]) == (150, 150)
+    assert by_file["friday-afternoon-benign.csv"] <= 1

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import bench_prep as bp
+from jobs.lib.config import load_config
 from schemas.flows import FEATURE_COLUMNS, IDENTIFIER_COLUMNS, NON_NEGATIVE_COLUMNS, canonical_headers
 
 XSS = "Web Attack \u00ef\u00bf\u00bd XSS"  # as the shared sample spells it
@@ -128,9 +129,14 @@ def _kept_without_pandas(folder: Path) -> tuple[int, int, int, dict[tuple[str, i
 
 
 @pytest.fixture(scope="module")
-def pandas_run(cfg, generated, tmp_path_factory):
+def seq_cfg():
+    return load_config(["prep.sequence_length=4"], env={})  # sequences, whatever T the defaults choose
+
+
+@pytest.fixture(scope="module")
+def pandas_run(seq_cfg, generated, tmp_path_factory):
     out = tmp_path_factory.mktemp("pandas")
-    return out, bp.pandas_prepare(cfg, generated.folders["1.0"], out)
+    return out, bp.pandas_prepare(seq_cfg, generated.folders["1.0"], out)
 
 
 def test_pandas_keeps_what_the_batch_job_rules_keep(generated, pandas_run):
@@ -145,7 +151,7 @@ def test_pandas_keeps_what_the_batch_job_rules_keep(generated, pandas_run):
     assert pq.read_table(out / "meta.parquet").num_rows == 1700
 
 
-def test_pandas_zscore_and_sequences_are_exact(cfg, generated, pandas_run):
+def test_pandas_zscore_and_sequences_are_exact(seq_cfg, generated, pandas_run):
     out, _ = pandas_run
     _, _, _, rows = _kept_without_pandas(generated.folders["1.0"])
     stats = bp.pp.NormStats.from_json((out / "normalization.json").read_text())

@@ -169,8 +169,9 @@ def test_checkpoint_of_another_topic(tmp_path, model, capsys, kafka_broker):
 
 
 def test_query_failure_is_reported_not_raised(tmp_path, model, capsys, spark, cfg, kafka_broker, monkeypatch):
-    """A query that fails after start (here: its checkpoint check is bypassed) ends main with code 1 and the
-    cause, not with a traceback from awaitTermination."""
+    """A query that fails after start (here: its checkpoint check is bypassed) is restarted from its checkpoint
+    stream.query_restarts times, then ends main with code 1 and the cause, not with a traceback from
+    awaitTermination."""
     import jobs.stream_detect as stream_detect
 
     topic = "startup-failing-query"
@@ -183,10 +184,14 @@ def test_query_failure_is_reported_not_raised(tmp_path, model, capsys, spark, cf
     monkeypatch.setattr(stream_detect, "check_checkpoint", lambda *_: None)
     code, err = run_main(capsys, "--out", str(out), "--model", str(model), "--available-now",
                          "--set", f"kafka.bootstrap_servers={kafka_broker.bootstrap}",
-                         "--set", f"kafka.flows_topic={topic}", "--set", "stream.publish_alerts=false")
+                         "--set", f"kafka.flows_topic={topic}", "--set", "stream.publish_alerts=false",
+                         "--set", "stream.query_restarts=1", "--set", "stream.restart_backoff_s=0")
+    cause = ("assertion failed: There are [2] sources in the checkpoint offsets and now there are [1] sources "
+             "requested by the query. Cannot continue.")
     assert code == 1
-    assert ("error: streaming query failed: assertion failed: There are [2] sources in the checkpoint offsets "
-            "and now there are [1] sources requested by the query. Cannot continue.") in err
+    assert [line for line in err.splitlines() if line.startswith(("warning:", "error:"))] == [
+        f"warning: streaming query failed ({cause}); restarting from the checkpoint in 0.0 s (1/1)",
+        f"error: streaming query failed 2 times; last: {cause}"]
 
 
 def ensure_topics_for(broker, cfg, topic: str) -> None:

@@ -433,8 +433,9 @@ def run_chaos(s: Settings, cfg: Config) -> dict[str, Any]:
             "crashes_mid_batch": mid_batch,
             "broker_restarts": restarts,
             "job_exits_by_itself": unexpected_exits,
-            # the job's own restarts of a failed query (stream.query_restarts), from its log: allowed only for
-            # the broker restarts, never for input
+            # the job's own restarts of a failed query (stream.query_restarts), from its log: allowed once per
+            # broker restart and per SIGKILL (Spark 4.1.1's SPARK-55271 fails the first progress report after a
+            # restart that re-runs an uncommitted batch), never for input
             "query_restarts": job.log.read_text(errors="replace").count("restarting from the checkpoint"),
             "seconds": round(seconds, 1),
             "micro_batches": committed_offsets(checkpoint)[0] + 1,
@@ -566,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = (result["records"] == args.records and result["lost"] == 0 and result["duplicated"] == 0
               and result["misplaced"] == 0
               and result["quarantined"] == result["malformed_sent"] and result["job_exits_by_itself"] == 0
-              and result["query_restarts"] <= result["broker_restarts"])
+              and result["query_restarts"] <= result["broker_restarts"] + result["crashes_injected"])
     else:
         result = run_backpressure(settings, cfg)
         name = "backpressure.json"

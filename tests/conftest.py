@@ -50,22 +50,21 @@ def kafka_broker(tmp_path_factory) -> Iterator:
     broker.stop()
 
 
-# Tests written this session that run the stream job, a notebook kernel or a listener end to end, but that no one
-# saw pass: the machine ran four developers' suites at a load of 15-28 on 2 cores and these timed out or did not
-# finish. They stay runnable with `make test-all` and move back into `make test` once seen green on a quiet machine.
-NOT_YET_SEEN_GREEN = {
+# Tests that run only in `make test-all` (marked slow here), each with its reason. A warm `make test` must stay
+# under 20 minutes on the 2-core machine (14.5 min measured without these).
+TEST_ALL_ONLY = {
+    # nbclient kernels over Spark: about 3 minutes together; the third notebook test runs in make test
     "tests/test_notebooks.py::test_data_exploration",
     "tests/test_notebooks.py::test_alerts_dashboard",
-    "tests/test_sql.py::test_cli_errors_are_one_line",
-    # still being written at the stop by their developers (whole files)
-    "tests/test_evaluate.py",
+    # the same parity as its [37] case in one micro-batch; about a minute
+    "tests/test_stream_detect.py::test_batch_and_stream_build_identical_model_inputs[10000]",
+    # a stop mid-way and two restarts of the stream (about 2 minutes)
     "tests/test_stream_detect.py::test_stop_midway_and_restart_from_checkpoint_loses_and_duplicates_nothing",
-    "tests/test_stream_detect.py::test_batch_and_stream_build_identical_model_inputs",
 }
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         test_id = item.nodeid.split("[")[0]
-        if test_id in NOT_YET_SEEN_GREEN or test_id.split("::")[0] in NOT_YET_SEEN_GREEN:
+        if item.nodeid in TEST_ALL_ONLY or test_id in TEST_ALL_ONLY or test_id.split("::")[0] in TEST_ALL_ONLY:
             item.add_marker(pytest.mark.slow)

@@ -3,6 +3,7 @@ same model inputs as the batch path."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
 from jobs import stream_detect
@@ -164,8 +166,16 @@ def test_stop_midway_and_restart_from_checkpoint_loses_and_duplicates_nothing(sp
     done_first = _table(spark, out, "flows_scored").count() + _table(spark, out, "quarantine").count()
     assert 0 < done_first < 604
 
-    query = _run(spark, cfg, sets, artifact, out, available_now=True)
-    query.awaitTermination()
+    # Spark 4.1.1 (SPARK-55271): the restarted query re-runs the batch the stop left planned but uncommitted, and
+    # its progress report then fails in KafkaMicroBatchStream.metrics. jobs.stream_detect.main restarts a failed
+    # query from the checkpoint; so does this test, once at most.
+    for attempt in range(2):
+        query = _run(spark, cfg, sets, artifact, out, available_now=True)
+        with contextlib.suppress(StreamingQueryException):  # the failure is read from query.exception()
+            query.awaitTermination()
+        if query.exception() is None:
+            break
+        assert attempt == 0 and 'return value of "scala.Option.get()" is null' in str(query.exception())
     assert query.exception() is None
     coords = (_table(spark, out, "flows_scored").select("partition", "offset")
               .unionByName(_table(spark, out, "quarantine").select("partition", "offset")))

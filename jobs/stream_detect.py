@@ -274,12 +274,14 @@ def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, mo
               .foreachBatch(BatchWriter(cfg, tables, detector, model_dir))
               .option("checkpointLocation", checkpoint))
     # One row per micro-batch (rates, durations, state rows, offsets) in OUT/tables/stream_progress.
-    attach_progress(spark, tables / "stream_progress", query_name="stream_detect")
+    listener = attach_progress(spark, tables / "stream_progress", query_name="stream_detect")
     if available_now:
         writer = writer.trigger(availableNow=True)
     elif cfg.stream.trigger_interval:
         writer = writer.trigger(processingTime=cfg.stream.trigger_interval)
-    return writer.start()
+    query = writer.start()
+    query.progress_listener = listener  # type: ignore[attr-defined]  # main() waits for its last rows
+    return query
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             pass  # awaitTermination raises when the query failed: handled below
         if query.isActive:
             query.stop()
+        query.progress_listener.wait_finished(30.0)
         error = query.exception()
         if error is None or stop.is_set():
             return 0

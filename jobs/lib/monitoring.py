@@ -109,6 +109,7 @@ class ProgressToDelta(StreamingQueryListener):
         self.finished = False
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._done = threading.Event()
 
     def onQueryStarted(self, event: Any) -> None:
         with self._lock:
@@ -134,6 +135,12 @@ class ProgressToDelta(StreamingQueryListener):
         if str(event.id) == self.query_id and not self.finished:
             self.flush()
             self.finished = True
+            self._done.set()
+
+    def wait_finished(self, timeout_s: float) -> bool:
+        """Block until the followed run's last rows are written (listener events arrive asynchronously: a driver
+        that exits right after its query stops would otherwise lose them); False on timeout."""
+        return self._done.wait(timeout_s)
 
     def flush(self) -> int:
         """Append the buffered rows; returns how many. Never raises: monitoring must not stop the job."""

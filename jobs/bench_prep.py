@@ -359,10 +359,6 @@ def parse_event_times(text: pd.Series, cicids_12h_clock: bool = True) -> np.ndar
     return values[codes] if len(values) else np.full(len(codes), np.datetime64("NaT"), "datetime64[ns]")
 
 
-def _signed_log1p(x: np.ndarray, transform: str) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x)) if transform == "signed_log1p" else x
-
-
 def fit_zscore_numpy(x: np.ndarray, rows: np.ndarray, features: list[str], clip: float,
                      transform: str) -> pp.NormStats:
     """The twin of :func:`jobs.lib.preprocess.fit_zscore` over ``x[rows]``, two passes in chunks (bounded memory,
@@ -372,11 +368,11 @@ def fit_zscore_numpy(x: np.ndarray, rows: np.ndarray, features: list[str], clip:
         raise ValueError("fit_zscore: no rows to fit on (is the training split empty?)")
     total = np.zeros(x.shape[1])
     for a in range(0, n, CHUNK_ROWS):
-        total += _signed_log1p(x[rows[a:a + CHUNK_ROWS]], transform).sum(axis=0)
+        total += pp.transform_numpy(x[rows[a:a + CHUNK_ROWS]], transform).sum(axis=0)
     mean = total / n
     squares = np.zeros(x.shape[1])
     for a in range(0, n, CHUNK_ROWS):
-        squares += ((_signed_log1p(x[rows[a:a + CHUNK_ROWS]], transform) - mean) ** 2).sum(axis=0)
+        squares += ((pp.transform_numpy(x[rows[a:a + CHUNK_ROWS]], transform) - mean) ** 2).sum(axis=0)
     std = np.sqrt(squares / n)
     std = np.where(np.isfinite(std) & (std >= pp.MIN_STD), std, 1.0)
     return pp.NormStats(list(features), mean.tolist(), std.tolist(), clip=clip, transform=transform, count=n)
@@ -395,7 +391,7 @@ def hash_splits(x: np.ndarray, attack_codes: np.ndarray, cfg: Config) -> np.ndar
     cut1, cut2 = train, train + float(cfg.prep.validation_fraction)
     vector = np.empty(len(x), np.uint64)
     for a in range(0, len(x), CHUNK_ROWS):  # row hashes are independent: chunks bound the memory
-        rounded = np.round(_signed_log1p(x[a:a + CHUNK_ROWS], "signed_log1p"), pp.SPLIT_VECTOR_DECIMALS) + 0.0
+        rounded = np.round(pp.transform_numpy(x[a:a + CHUNK_ROWS], "signed_log1p"), pp.SPLIT_VECTOR_DECIMALS) + 0.0
         vector[a:a + CHUNK_ROWS] = pd.util.hash_pandas_object(pd.DataFrame(rounded), index=False).to_numpy()
     # hash_array mixes integers without a key: the seed enters by its own hash, xor-ed in first.
     seed = pd.util.hash_array(np.array([int(cfg.prep.split_seed)], np.uint64))[0]

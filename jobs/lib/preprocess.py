@@ -463,11 +463,14 @@ class NormStats:
 
     def apply_numpy(self, x: np.ndarray) -> np.ndarray:
         """(n, F) raw features in ``self.features`` order -> (n, F) float32 z-scores; the twin of apply_zscore."""
-        x = np.asarray(x, dtype=np.float64)
-        if self.transform == "signed_log1p":
-            x = np.sign(x) * np.log1p(np.abs(x))
+        x = transform_numpy(np.asarray(x, dtype=np.float64), self.transform)
         z = (x - np.asarray(self.mean)) / np.asarray(self.std)
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
+
+
+def transform_numpy(x: np.ndarray, transform: str) -> np.ndarray:
+    """The numpy twin of :func:`_transform`: ``signed_log1p`` or ``none`` before the z-score."""
+    return np.sign(x) * np.log1p(np.abs(x)) if transform == "signed_log1p" else x
 
 
 def _transform(c: Column, transform: str) -> Column:
@@ -722,5 +725,6 @@ __all__ = [
     "attack_type_of", "build_sequences", "feature_columns", "fit_zscore", "impute_rates", "label_map",
     "line_blocks", "mark_duplicates", "number_lines", "parse_event_time", "read_flow_lines", "read_flows",
     "reason_category", "sequence_config_overrides", "sequence_settings", "sequence_window", "split",
+    "transform_numpy",
     "vector_hash", "with_fingerprint", "with_labels", "with_reject_reason", "with_sequence_key", "with_split",
 ]

@@ -55,9 +55,9 @@ kafka-down: $(STAMP_VENV) ## stop the local Kafka broker started by kafka-up
 	$(PY) -m jobs.lib.kafka_broker down
 
 test: $(STAMP_VENV) $(STAMP_JARS) ## run the test suite (starts its own broker and Spark); long suites: test-all
-	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP_VENV) $(STAMP_JARS) ## every test, including the short chaos run (slow) and the standalone-cluster test
+test-all: $(STAMP_VENV) $(STAMP_JARS) ## every test, including the long ones marked slow (see tests/conftest.py)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded defaults and print what it found

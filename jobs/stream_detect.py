@@ -153,25 +153,39 @@ class BatchWriter:
         scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
         batch = batch.persist()
         try:
-            valid = batch.where(F.col("reason").isNull())
-            scored = (valid.withColumn("_s", scorer("features", "mask"))
-                      .withColumns({"attack_prob": F.col("_s.attack_prob"),
-                                    "pred_type": F.col("_s.attack_type"),
-                                    "explanation": F.col("_s.explanation"),
-                                    "batch_id": F.lit(batch_id).cast("long")})
-                      .drop("_s", "features", "mask")
-                      .persist())
-            self._append(self.flows_scored(scored), "flows_scored", batch_id)
-            alerts = self.alerts(scored).persist()
-            self._append(alerts, "alerts", batch_id)
-            self.merge_host_windows(spark, scored, batch_id)
-            self._append(self.quarantine(batch.where(F.col("reason").isNotNull())), "quarantine", batch_id)
-            if self.cfg.stream.publish_alerts:
-                self.publish(alerts)
-            alerts.unpersist()
-            scored.unpersist()
+            # One pass over the whole batch (every partition, so the state store commits each) that also tells
+            # which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
+            # not every one), and a batch without data (state expiry only) writes nothing.
+            counts = {r["valid"]: r["n"] for r in
+                      batch.groupBy(F.col("reason").isNull().alias("valid")).agg(F.count("*").alias("n")).collect()}
+            if counts.get(True, 0):
+                self.write_valid(spark, batch.where(F.col("reason").isNull()), scorer, batch_id)
+            if counts.get(False, 0):
+                self._append(self.quarantine(batch.where(F.col("reason").isNotNull())), "quarantine", batch_id)
         finally:
             batch.unpersist()
+
+    def write_valid(self, spark: SparkSession, valid: DataFrame, scorer: Any, batch_id: int) -> None:
+        scored = (valid.withColumn("_s", scorer("features", "mask"))
+                  .withColumns({"attack_prob": F.col("_s.attack_prob"),
+                                "pred_type": F.col("_s.attack_type"),
+                                "explanation": F.col("_s.explanation"),
+                                "batch_id": F.lit(batch_id).cast("long")})
+                  .drop("_s", "features", "mask")
+                  .persist())
+        try:
+            self._append(self.flows_scored(scored), "flows_scored", batch_id)
+            alerts = self.alerts(scored).persist()
+            try:
+                if not alerts.isEmpty():
+                    self._append(alerts, "alerts", batch_id)
+                    if self.cfg.stream.publish_alerts:
+                        self.publish(alerts)
+            finally:
+                alerts.unpersist()
+            self.merge_host_windows(spark, scored, batch_id)
+        finally:
+            scored.unpersist()
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
         is_attack = (F.col("attack_prob") >= F.lit(self.threshold)).cast("int")

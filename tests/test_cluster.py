@@ -175,7 +175,10 @@ def test_stream_job_on_a_standalone_cluster(spark, kafka_broker, standalone_clus
 
     # The code came from the shipped zip, not from this checkout.
     py_zip = next(dist.glob("flowsentinel-*.zip"))
-    assert f"flowsentinel: running jobs.stream_detect from {py_zip}/jobs/__init__.py" in result.stderr
+    # spark-submit's PythonRunner merges the driver's stderr into its own stdout.
+    output = (result.stdout + result.stderr).splitlines()
+    running = [line for line in output if line.startswith("flowsentinel: running")]
+    assert running == [f"flowsentinel: running jobs.stream_detect from {py_zip}/jobs/__init__.py"], running
 
     tables = out / "tables"
     scored = spark.read.format("delta").load(str(tables / "flows_scored"))

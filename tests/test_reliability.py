@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from jobs.reliability import main
-
-# Not yet verified green on a quiet machine (this session's machine was saturated): runs in `make test-all`
-# and `make reliability`, not in `make test`, until a session has seen it pass there.
-pytestmark = pytest.mark.slow
 
 
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path, capsys):

@@ -24,8 +24,15 @@ def launched_by_spark_submit() -> bool:
 
 def build_session(cfg: Config, app_name: str | None = None, master: str | None = None,
                   extra_conf: Mapping[str, str] | None = None) -> SparkSession:
-    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
-    if not launched_by_spark_submit():
+    builder = SparkSession.builder
+    if launched_by_spark_submit():
+        from pyspark import SparkConf
+
+        # spark-submit's --name wins; its default (the primary file, launch.py) gets the job's own name.
+        if SparkConf().get("spark.app.name", "").endswith(".py"):
+            builder = builder.appName(app_name or cfg.spark.app_name)
+    else:
+        builder = builder.appName(app_name or cfg.spark.app_name)
         master = master or cfg.spark.master
         if master.startswith("local"):
             # A local run talks to itself only; binding to loopback avoids a hostname lookup warning.

@@ -118,6 +118,13 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
 def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any,
                      starting_offsets: str) -> DataFrame:
     flows = validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats)
+    if detector.seq_len == 1:
+        # A sequence of one flow needs no history: the row is its own model input, and no state is kept (the
+        # state operator would cost an Arrow round trip and a pandas call per key for nothing). The same input
+        # as assemble_sequences gives a lone flow: its vector, mask [True]; none for a row without a key.
+        scorable = F.col("reason").isNull() & F.col("key").isNotNull()
+        return flows.select(*_CARRIED, F.when(scorable, F.col("vector")).alias("features"),
+                            F.when(scorable, F.array(F.lit(True))).alias("mask"))
     flows = flows.withWatermark("kafka_timestamp", cfg.stream.watermark_delay)
     carried = flows.select(*_CARRIED, "vector")
     return carried.groupBy("key").applyInPandasWithState(

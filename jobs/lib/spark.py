@@ -22,17 +22,21 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def _submitted_app_name() -> str:
+    """spark.app.name as spark-submit set it (its JVM's system properties; the gateway must be up to read them)."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkConf().get("spark.app.name", "") or ""
+
+
 def build_session(cfg: Config, app_name: str | None = None, master: str | None = None,
                   extra_conf: Mapping[str, str] | None = None) -> SparkSession:
     builder = SparkSession.builder
-    if launched_by_spark_submit():
-        from pyspark import SparkConf
-
-        # spark-submit's --name wins; its default (the primary file, launch.py) gets the job's own name.
-        if SparkConf().get("spark.app.name", "").endswith(".py"):
-            builder = builder.appName(app_name or cfg.spark.app_name)
-    else:
+    # spark-submit's --name wins; its default (the primary file, launch.py) gets the job's own name.
+    if not launched_by_spark_submit() or _submitted_app_name().endswith(".py"):
         builder = builder.appName(app_name or cfg.spark.app_name)
+    if not launched_by_spark_submit():
         master = master or cfg.spark.master
         if master.startswith("local"):
             # A local run talks to itself only; binding to loopback avoids a hostname lookup warning.

@@ -24,7 +24,7 @@ export FLOWSENTINEL_KAFKA__CONTROLLER_PORT := $(KAFKA_CONTROLLER_PORT)
 export FLOWSENTINEL_KAFKA__BOOTSTRAP_SERVERS := localhost:$(KAFKA_PORT)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup jars kafka-up kafka-down test test-all demo bench bench-prep lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model
+.PHONY: help setup jars kafka-up kafka-down test test-all demo bench bench-prep lint typecheck clean package cluster-test sql reliability reliability-burst train compare bench-model bench-cuda
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(DATA) into $(PREP_OUT), train th
 
 compare: $(STAMP_VENV) $(STAMP_JARS) ## CNN+LSTM vs Bi-LSTM vs random forest, T, features, splits -> models/COMPARISON.md
 	$(PY) -m jobs.compare_models --data $(DATA) --out $(COMPARE_OUT) --report models/COMPARISON.md
+
+bench-cuda: $(STAMP_VENV) ## CUDA vs CPU on the same batches: scoring UDF, raw forward, AMP training -> $(BENCH_OUT)/cuda.json (needs a GPU)
+	$(PY) -m jobs.bench_cuda --model $(MODEL_OUT) --threads $(THREADS) --out $(BENCH_OUT)/cuda.json
 
 bench-model: $(STAMP_VENV) ## raw model throughput only (torch forward, batch 4096, THREADS threads) -> $(BENCH_OUT)/model.json
 	$(PY) -m jobs.bench_model --model $(MODEL_OUT) --threads $(THREADS) --batch 4096 --out $(BENCH_OUT)/model.json

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from jobs.lib.inference import task_device
 
 
@@ -13,3 +16,36 @@ def test_a_task_without_gpu_resources_keeps_auto(spark):
     # no spark.task.resource.gpu.amount here: the task has no GPU address, so auto stays auto (CPU without CUDA)
     got = spark.sparkContext.parallelize(range(2), 2).map(lambda _: task_device("auto")).collect()
     assert got == ["auto", "auto"]
+
+
+def test_the_udf_function_scores_like_the_detector_without_spark():
+    # What Spark's Python worker calls per Arrow batch, called directly (no session: jobs/bench_cuda.py runs it
+    # on GPU machines without a JVM). Same probabilities and types as Detector.predict, alerts explained.
+    import numpy as np
+
+    from jobs.bench_cuda import run_udf, udf_batches
+    from models.artifact import load_model
+
+    batches, x = udf_batches("models/default", 3000, 1000)
+    assert [len(f) for f, _ in batches] == [1000, 1000, 1000]
+    frame, _, _ = run_udf("models/default", "cpu", 512, 1, batches)
+    detector = load_model("models/default", device="cpu")
+    prob, types = detector.predict(x, np.ones(x.shape[:2], bool))
+    # the UDF scores 1,000-row batches in forwards of 512, predict 3,000 rows in forwards of 4,096: float32
+    # sums in another order, so equal to rounding, not bit for bit
+    np.testing.assert_allclose(frame["attack_prob"].to_numpy(), prob, rtol=0, atol=1e-6)
+    assert list(frame["attack_type"]) == list(detector.type_names(types))
+    alerts = frame["attack_prob"].to_numpy() >= detector.threshold
+    assert alerts.tolist() == (prob >= detector.threshold).tolist()
+    assert 0 < alerts.sum() < len(prob)
+    assert frame["explanation"].notna().to_numpy().tolist() == alerts.tolist()
+    assert all(len(e.split(", ")) == 3 for e in frame["explanation"].dropna())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_bench_cuda_refuses_to_run_without_cuda(tmp_path, capsys):
+    from jobs.bench_cuda import main
+
+    assert main(["--out", str(tmp_path / "cuda.json")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "cuda.json").exists()

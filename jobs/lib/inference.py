@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
+from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
-SCORE_TYPE = "attack_prob float, attack_type string, explanation string"
+# A StructType, not a DDL string: parsing DDL needs a running JVM, and the UDF's function must also be callable
+# without one (jobs/bench_cuda.py runs it on a GPU machine that has no Spark).
+SCORE_TYPE = StructType([StructField("attack_prob", FloatType()), StructField("attack_type", StringType()),
+                         StructField("explanation", StringType())])
 _DETECTORS: dict[tuple[str, str, int, int], Any] = {}
 
 

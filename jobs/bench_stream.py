@@ -186,8 +186,10 @@ def baseline(cfg: Any, model_dir: str, bootstrap: str, topic: str, expected: int
         x = stats.apply_numpy(np.array([[float(r[c]) for c in names] for r in records], dtype=np.float64))
         feats = np.empty((len(records), t, len(names)), np.float32)
         masks = np.empty((len(records), t), bool)
-        for key in set(keys):
-            idx = [i for i, k in enumerate(keys) if k == key]
+        rows_of: dict[str, list[int]] = defaultdict(list)  # key -> its rows, in arrival order
+        for i, key in enumerate(keys):
+            rows_of[key].append(i)
+        for key, idx in rows_of.items():
             f, mk, history[key] = assemble_sequences(history[key], x[idx], t)
             feats[idx], masks[idx] = f, mk
         prob, types = detector.predict(feats, masks)

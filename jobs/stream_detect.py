@@ -80,7 +80,10 @@ def validated_flows(kafka: DataFrame, model_cfg: Config, stats: NormStats) -> Da
     parsed = parse_flow_messages(kafka)
     checked = with_reject_reason(parsed, model_cfg)
     flows = with_sequence_key(with_labels(checked), model_cfg)
-    reason = F.coalesce(F.col("message_error"), F.col("reject_reason"))
+    # A batch file always names its source, so a batch row always has a key; a message may lack both the key
+    # column and source_file. Such a flow has no sequence to join: quarantined, never handed to the model.
+    no_key = F.when(F.col("key").isNull(), F.lit(f"missing_key: {model_cfg.prep.sequence_key}"))
+    reason = F.coalesce(F.col("message_error"), F.col("reject_reason"), no_key)
     flows = flows.withColumns({"reason": reason, "raw": F.when(reason.isNotNull(), raw_text(F.col("value")))})
     return apply_zscore(flows, stats)
 

@@ -68,7 +68,8 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     wrong = {**ddos[0], "flow_duration": "abc"}
     negative = {**ddos[1], "total_fwd_packets": -3.0}
     extra = {**ddos[2], "ttl": 64}
-    raw = [v for v, _ in MALFORMED] + [encode(wrong), encode(negative), encode(extra)]
+    keyless = {k: v for k, v in ddos[3].items() if k not in ("src_ip", "source_file")}  # no sequence to join
+    raw = [v for v, _ in MALFORMED] + [encode(wrong), encode(negative), encode(extra), encode(keyless)]
     _produce(kafka_broker, cfg, topic, ddos + web, raw)
     # threshold ~0: every valid flow is an alert, so the alert table must mirror flows_scored exactly
     artifact = random_artifact(tmp_path / "model", seq_len=3, threshold=1e-6)
@@ -93,7 +94,8 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     expected = sorted([("empty_payload", ""), ("invalid_json", "{not json"), ("not_utf8", "base64://4A"),
                        ("invalid_json", "[1, 2, 3]"), ("wrong_type: flow_duration", encode(wrong).decode()),
                        ("negative_counter: total_fwd_packets", encode(negative).decode()),
-                       ("unexpected_field: ttl", encode(extra).decode())])
+                       ("unexpected_field: ttl", encode(extra).decode()),
+                       ("missing_key: src_ip", encode(keyless).decode())])
     assert got == expected
 
     alerts = _table(spark, tmp_path / "out", "alerts")
@@ -243,11 +245,15 @@ def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka
     picks = {"friday-afternoon-ddos.csv": 150, "friday-afternoon-portscan.csv": 150,
              "friday-afternoon-benign.csv": 300}
     records = [r for name, n in picks.items() for r in list(iter_flow_records(shared_data / name))[:n]]
-    _produce(kafka_broker, cfg, topic, records)
+    # a valid flow without src_ip and source_file once crashed the UDF of this T=1 path (a null input)
+    keyless = {k: v for k, v in records[0].items() if k not in ("src_ip", "source_file")}
+    _produce(kafka_broker, cfg, topic, records, [encode(keyless)])
     artifact = REPO / "models" / "default"
     query = _run(spark, cfg, sets, artifact, tmp_path / "out", available_now=True)
     query.awaitTermination()
     assert query.exception() is None
+    assert [(r.reason, r.raw) for r in _table(spark, tmp_path / "out", "quarantine").collect()] == [
+        ("missing_key: src_ip", encode(keyless).decode())]
 
     scored = {(r.source_file, r.source_row): r for r in _table(spark, tmp_path / "out", "flows_scored").collect()}
     assert len(scored) == 600

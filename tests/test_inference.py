@@ -49,3 +49,17 @@ def test_bench_cuda_refuses_to_run_without_cuda(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "cuda.json")]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "cuda.json").exists()
+
+
+def test_the_udf_function_takes_empty_batches_and_refuses_ragged_rows():
+    import numpy as np
+    import pandas as pd
+
+    from jobs.lib.inference import score_udf
+
+    score = score_udf("models/default", "cpu", 512, 1, 3).func
+    empty = list(score(iter([(pd.Series([], dtype=object), pd.Series([], dtype=object))])))
+    assert [len(f) for f in empty] == [0] and list(empty[0].columns) == ["attack_prob", "attack_type", "explanation"]
+    ragged = (pd.Series([np.zeros(76, np.float32), np.zeros(75, np.float32)]), pd.Series([np.ones(1, bool)] * 2))
+    with pytest.raises(ValueError, match="2 rows holds 151 values and 2 mask flags; expected 1 x 76"):
+        list(score(iter([ragged])))

@@ -32,6 +32,7 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.inference import community_id_column, proto_name, score_udf, severity
 from jobs.lib.messages import parse_flow_messages, raw_text
+from jobs.lib.monitoring import ProgressToDelta
 from jobs.lib.monitoring import attach as attach_progress
 from jobs.lib.preflight import PreflightError, check_broker, check_checkpoint, check_writable
 from jobs.lib.preprocess import (
@@ -287,8 +288,16 @@ def model_config(cfg: Config, detector: Any, sets: list[str], config_file: str |
     return load_config([*sets, *sequence_config_overrides(detector.sequence)], config_file)
 
 
+def progress_table(out: Path) -> Path:
+    """Where the job's progress listener writes one row per micro-batch."""
+    return out / "tables" / "stream_progress"
+
+
 def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, model_dir: str, out: Path,
-          available_now: bool = False, starting_offsets: str | None = None) -> Any:
+          available_now: bool = False, starting_offsets: str | None = None,
+          listener: ProgressToDelta | None = None) -> Any:
+    """Start the detection query. Its progress goes to `progress_table(out)` through `listener` (attached to the
+    session before this call, so it claims this run), or through one attached here when none is given."""
     tables = out / "tables"
     checkpoint = cfg.stream.checkpoint_dir or str(out / "checkpoints" / "stream_detect")
     create_tables(spark, tables)
@@ -297,15 +306,13 @@ def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, mo
     writer = (scored.writeStream.queryName("stream_detect")
               .foreachBatch(BatchWriter(cfg, tables, detector, model_dir))
               .option("checkpointLocation", checkpoint))
-    # One row per micro-batch (rates, durations, state rows, offsets) in OUT/tables/stream_progress.
-    listener = attach_progress(spark, tables / "stream_progress", query_name="stream_detect")
+    if listener is None:  # one row per micro-batch (rates, durations, state rows, offsets)
+        attach_progress(spark, progress_table(out), query_name="stream_detect")
     if available_now:
         writer = writer.trigger(availableNow=True)
     elif cfg.stream.trigger_interval:
         writer = writer.trigger(processingTime=cfg.stream.trigger_interval)
-    query = writer.start()
-    query.progress_listener = listener  # type: ignore[attr-defined]  # main() waits for its last rows
-    return query
+    return writer.start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failures = 0
     while True:
-        query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets)
+        listener = attach_progress(spark, progress_table(out), query_name="stream_detect")  # one per run
+        query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets,
+                      listener)
         print(json.dumps({"query": "stream_detect", "id": str(query.id), "run_id": str(query.runId),
                           "out": str(out)}), flush=True)
         try:
@@ -349,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             pass  # awaitTermination raises when the query failed: handled below
         if query.isActive:
             query.stop()
-        query.progress_listener.wait_finished(30.0)
+        listener.wait_finished(30.0)  # its last rows are written asynchronously, after the query ends
         error = query.exception()
         if error is None or stop.is_set():
             return 0

@@ -141,9 +141,9 @@ def gpu_discovery() -> dict[str, Any]:
     proc = subprocess.run(["bash", str(ROOT / "conf" / "gpu-discovery.sh")], capture_output=True, text=True,
                           timeout=60)
     parsed = json.loads(proc.stdout) if proc.returncode == 0 else None
+    addresses = parsed.get("addresses", []) if isinstance(parsed, dict) else []
     return {"returncode": proc.returncode, "stdout": proc.stdout.strip(), "stderr": proc.stderr.strip()[-500:],
-            "parsed": parsed,
-            "matches_torch": bool(parsed) and len(parsed.get("addresses", [])) == torch.cuda.device_count()}
+            "parsed": parsed, "matches_torch": len(addresses) == torch.cuda.device_count() > 0}
 
 
 def main(argv: list[str] | None = None) -> int:

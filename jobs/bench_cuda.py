@@ -44,10 +44,9 @@ from models.artifact import DEFAULT_DIR, load_model
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def udf_batches(model_dir: str, flows: int, rows_per_batch: int) -> tuple[list[tuple[pd.Series, pd.Series]],
-                                                                             np.ndarray]:
+def udf_batches(detector: Any, flows: int, rows_per_batch: int) -> tuple[list[tuple[pd.Series, pd.Series]],
+                                                                          np.ndarray]:
     """Synthetic flows, z-scored with the model's statistics, cut into the UDF's pandas input batches."""
-    detector = load_model(model_dir, device="cpu")
     names, t = detector.features, detector.seq_len
     raw = np.array([[float(r[c]) for c in names] for r in synthetic_flows(flows, seed=11, hosts=500)],
                    dtype=np.float64)
@@ -80,7 +79,8 @@ def run_udf(model_dir: str, device: str, batch_size: int, threads: int,
 
 
 def compare_udf(model_dir: str, flows: int, rows_per_batch: int, batch_size: int, threads: int) -> dict[str, Any]:
-    batches, _ = udf_batches(model_dir, flows, rows_per_batch)
+    detector = load_model(model_dir, device="cpu")
+    batches, _ = udf_batches(detector, flows, rows_per_batch)
     results: dict[str, Any] = {"flows": flows, "rows_per_arrow_batch": rows_per_batch, "batches": len(batches),
                                "model_batch_size": batch_size}
     frames = {}
@@ -91,7 +91,6 @@ def compare_udf(model_dir: str, flows: int, rows_per_batch: int, batch_size: int
                            "warm_pass_s": round(warm_s, 3), "alerts": int(frame["explanation"].notna().sum())}
     cpu, cuda = frames["cpu"], frames["cuda"]
     diff = np.abs(cpu["attack_prob"].to_numpy(np.float64) - cuda["attack_prob"].to_numpy(np.float64))
-    detector = load_model(model_dir, device="cpu")
     cpu_alert = cpu["attack_prob"].to_numpy() >= detector.threshold
     cuda_alert = cuda["attack_prob"].to_numpy() >= detector.threshold
     results["max_abs_prob_diff"] = float(diff.max())
@@ -104,20 +103,11 @@ def compare_udf(model_dir: str, flows: int, rows_per_batch: int, batch_size: int
 
 def compare_training(threads: int, epochs: int, devices: tuple[str, ...] = ("cuda", "cpu")) -> dict[str, Any]:
     """The same fit on CUDA (float16 autocast + GradScaler) and on the CPU, on a separable synthetic task."""
-    from jobs.train import SplitArrays, fit, split_metrics
+    from jobs.lib.synthetic import separable_split
+    from jobs.train import fit, split_metrics
     from models.artifact import build_model
 
-    def split(n: int, seed: int) -> SplitArrays:  # label decided by the scored (last) flow; see tests/test_models
-        rng = np.random.default_rng(seed)
-        x = rng.normal(size=(n, 4, 8)).astype(np.float32)
-        types = rng.integers(0, 4, size=n)
-        types[: n // 2] = 0
-        rng.shuffle(types)
-        for k in (1, 2, 3):
-            x[types == k, -1, k - 1] += 8.0
-        return SplitArrays(x, np.ones((n, 4), bool), (types > 0).astype(np.int8), types.astype(np.int64), "syn")
-
-    train, val = split(8192, 0), split(2048, 1)
+    train, val = separable_split(8192, 4, 8, seed=0), separable_split(2048, 4, 8, seed=1)
     cfg = load_config(["train.patience=100", "train.progress=false", f"train.threads={threads}",
                        "train.max_minutes=3.0", "train.amp=true"], env={})
     out: dict[str, Any] = {"train_rows": len(train), "epochs": epochs, "batch_size": cfg.train.batch_size}

@@ -125,10 +125,11 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
     if detector.seq_len == 1:
         # A sequence of one flow needs no history: the row is its own model input, and no state is kept (the
         # state operator would cost an Arrow round trip and a pandas call per key for nothing). The same input
-        # as assemble_sequences gives a lone flow: its vector, mask [True]; none for a row without a key.
-        scorable = F.col("reason").isNull() & F.col("key").isNotNull()
-        return flows.select(*_CARRIED, F.when(scorable, F.col("vector")).alias("features"),
-                            F.when(scorable, F.array(F.lit(True))).alias("mask"))
+        # as assemble_sequences gives a lone flow: its vector, mask [True]; none for a rejected row (a row
+        # without a key is one: missing_key).
+        valid = F.col("reason").isNull()
+        return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
+                            F.when(valid, F.array(F.lit(True))).alias("mask"))
     flows = flows.withWatermark("kafka_timestamp", cfg.stream.watermark_delay)
     carried = flows.select(*_CARRIED, "vector")
     return carried.groupBy("key").applyInPandasWithState(

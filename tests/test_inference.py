@@ -26,10 +26,10 @@ def test_the_udf_function_scores_like_the_detector_without_spark():
     from jobs.bench_cuda import run_udf, udf_batches
     from models.artifact import load_model
 
-    batches, x = udf_batches("models/default", 3000, 1000)
+    detector = load_model("models/default", device="cpu")
+    batches, x = udf_batches(detector, 3000, 1000)
     assert [len(f) for f, _ in batches] == [1000, 1000, 1000]
     frame, _, _ = run_udf("models/default", "cpu", 512, 1, batches)
-    detector = load_model("models/default", device="cpu")
     prob, types = detector.predict(x, np.ones(x.shape[:2], bool))
     # the UDF scores 1,000-row batches in forwards of 512, predict 3,000 rows in forwards of 4,096: float32
     # sums in another order, so equal to rounding, not bit for bit

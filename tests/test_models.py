@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -83,28 +82,6 @@ def test_padding_is_skipped_by_the_lstm():
     torch.testing.assert_close(alone[1], in_padding[1])
 
 
-def synthetic_split(n: int, t: int, f: int, seed: int):
-    """Sequences whose label is decided by the last (scored) flow only; earlier flows are noise.
-
-    Type k in 1..3 shifts feature k-1 of the scored flow by +8; benign flows are plain noise (the classes are
-    separable to about 1e-4, so near-perfect accuracy is reachable). A model that
-    ignores the scored flow, or a loop that does not train, stays near the 50% benign/attack base rate.
-    """
-    from jobs.train import SplitArrays
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, t, f)).astype(np.float32)
-    types = rng.integers(0, 4, size=n)
-    types[: n // 2] = 0
-    rng.shuffle(types)
-    for k in (1, 2, 3):
-        x[types == k, -1, k - 1] += 8.0
-    lengths = rng.integers(1, t + 1, size=n)
-    mask = np.arange(t)[None, :] >= (t - lengths)[:, None]
-    x[~mask] = 0.0
-    return SplitArrays(x, mask, (types > 0).astype(np.int8), types.astype(np.int64), "synthetic")
-
-
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_training_learns_a_synthetic_task(arch, cfg):
     from jobs.lib.config import load_config
@@ -112,7 +89,9 @@ def test_training_learns_a_synthetic_task(arch, cfg):
 
     train_cfg = load_config(["train.patience=100", "train.progress=false", "train.threads=1",
                              "train.max_minutes=1.0"], env={})
-    train, val = synthetic_split(768, 4, 6, seed=0), synthetic_split(512, 4, 6, seed=1)
+    from jobs.lib.synthetic import separable_split
+
+    train, val = separable_split(768, 4, 6, seed=0), separable_split(512, 4, 6, seed=1)
     torch.manual_seed(0)
     model = ARCHS[arch](6, 4, 4)
     result = fit(model, train, val, train_cfg, torch.device("cpu"), max_epochs=12)

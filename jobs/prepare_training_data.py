@@ -94,14 +94,16 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
 # ------------------------------------------------------------------------------------------------- stages
 
 STAGED_COLUMNS = ["_group", "_path", "_block", "_line", "source_file", "reject_reason", "raw", "attack_type",
-                  "is_attack", "key", "event_time", "_fp1", "_fp2"]
+                  "is_attack", "key", "event_time", "_fp1", "_fp2", pp.VECTOR_HASH]
 
 
 def stage_lines(spark: SparkSession, cfg: Config, input_path: str, features: list[str]) -> DataFrame:
     """Extract + row-level transforms: one row per CSV line (headers included), ready to stage."""
     lines = pp.read_flow_lines(spark, input_path)
-    checked = pp.with_labels(pp.with_reject_reason(lines, cfg))
+    checked = pp.with_reject_reason(pp.with_labels(lines), cfg)
     keyed = pp.with_fingerprint(pp.with_sequence_key(checked, cfg))
+    # The split hashes each feature vector: once here, in the pass that parses, rather than in every later pass.
+    keyed = keyed.withColumn(pp.VECTOR_HASH, pp.vector_hash(features))
     # The raw line is only worth keeping for rows that go to quarantine.
     keyed = keyed.withColumn("raw", F.when(F.col("reject_reason").isNotNull(), F.col("raw")))
     return keyed.select(*STAGED_COLUMNS, *features)

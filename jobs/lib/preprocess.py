@@ -330,8 +330,9 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
     """Adds ``reject_reason`` (null = valid) by the rules in the module docstring; row-level, stream-safe.
 
     Works on what :func:`read_flows` returns and on typed records parsed from Kafka (FLOW_RECORD columns; the
-    optional ``raw`` and ``parse_error`` columns are used when present). With ``prep.nonfinite_policy =
-    "impute"`` the rate columns come back imputed.
+    optional ``raw`` and ``parse_error`` columns are used when present, and so is ``attack_type`` from
+    :func:`with_labels`, which saves matching each label twice). With ``prep.nonfinite_policy = "impute"`` the
+    rate columns come back imputed.
     """
     policy = _policy(cfg)
     if policy == "impute":
@@ -359,7 +360,8 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
         F.when(empty, F.lit(EMPTY_ROW)),
         F.when(parse_error.isin(FIELD_COUNT, MALFORMED_ROW), parse_error),
         F.when(label.isNull() | (F.trim(label) == ""), F.lit(MISSING_LABEL)),
-        F.when(attack_type_of(label).isNull(), F.lit(UNKNOWN_LABEL)),
+        F.when((col("attack_type") if "attack_type" in df.columns else attack_type_of(label)).isNull(),
+               F.lit(UNKNOWN_LABEL)),
         F.when(parse_error.isNotNull(), parse_error),
         F.when(has_null, _first_named(values, FEATURE_COLUMNS, lambda x: x.isNull(), MISSING_VALUE)),
         F.when(has_nonfinite, nonfinite),
@@ -636,14 +638,20 @@ def _uniform(*columns: Column, seed: int) -> Column:
 
 
 SPLIT_VECTOR_DECIMALS = 5
+VECTOR_HASH = "_vh"  # vector_hash of the prep.feature_set columns, when a job staged it (with_split reuses it)
 
 
 def vector_hash(features: Sequence[str]) -> Column:
     """Hash of a feature vector as the model can tell it apart: each value as signed_log1p rounded to
     SPLIT_VECTOR_DECIMALS places, so flows differing only beyond about the sixth significant digit (e.g. a
     duration of 64068604 vs 64068608 us, which become the same float32 z-score) count as one vector; -0.0 and
-    0.0 hash alike."""
-    return F.xxhash64(*[F.round(_transform(F.col(c), "signed_log1p"), SPLIT_VECTOR_DECIMALS) + F.lit(0.0)
+    0.0 hash alike.
+
+    Rounds as numpy's ``np.round`` does (``rint(x * 10^d) / 10^d``), not with Spark's ``round``, which goes
+    through a BigDecimal per value and took most of the split's time at CICIDS2017 size; the two differ only
+    for a value within a rounding error of a tie."""
+    scale = float(10**SPLIT_VECTOR_DECIMALS)
+    return F.xxhash64(*[F.rint(_transform(F.col(c), "signed_log1p") * scale) / scale + F.lit(0.0)
                         for c in features])
 
 
@@ -671,7 +679,7 @@ def with_split(df: DataFrame, cfg: Config) -> DataFrame:
     - ``random``: u = hash(seed, source_file, source_row), per row: the leaky baseline, for comparison only.
 
     Expects validated, de-duplicated rows with ``attack_type``, the feature columns, and for ``temporal``
-    ``event_time``.
+    ``event_time``; a ``_vh`` column (:data:`VECTOR_HASH`) is taken as the vector hash instead of hashing again.
     """
     mode = cfg.prep.split_mode
     if mode not in ("hash", "temporal", "random"):
@@ -679,7 +687,7 @@ def with_split(df: DataFrame, cfg: Config) -> DataFrame:
     seed = int(cfg.prep.split_seed)
     cut1, cut2 = _split_fractions(cfg)
     features = feature_columns(cfg)
-    vh = vector_hash(features)
+    vh = F.col(VECTOR_HASH) if VECTOR_HASH in df.columns else vector_hash(features)
     # random: per row (duplicated vectors may straddle splits); otherwise per feature vector.
     u = _uniform(F.col("source_file"), F.col("source_row"), seed=seed) if mode == "random" else _uniform(vh, seed=seed)
     stratum = F.col("attack_type")
@@ -687,7 +695,7 @@ def with_split(df: DataFrame, cfg: Config) -> DataFrame:
         timed = F.col("event_time").isNotNull()
         u = F.when(timed, F.unix_micros(F.col("event_time")).cast(DoubleType())).otherwise(u)
         stratum = F.concat(stratum, F.when(timed, F.lit("|t")).otherwise(F.lit("|h")))
-    ranked = df.select(stratum.alias("_stratum"), u.alias("_u"), vh.alias("_vh"))
+    ranked = df.select(stratum.alias("_stratum"), u.alias("_u"), vh.alias(VECTOR_HASH))
     quantiles = ranked.groupBy("_stratum").agg(
         F.percentile_approx("_u", [cut1, cut2], 100000).alias("_q")).collect()
     first_cut, second_cut = F.lit(None).cast(DoubleType()), F.lit(None).cast(DoubleType())
@@ -697,16 +705,16 @@ def with_split(df: DataFrame, cfg: Config) -> DataFrame:
     # percentile_approx returns values of the data: u at the cut itself belongs to the lower split.
     index = (F.when(F.col("_u") <= first_cut, 0).when(F.col("_u") <= second_cut, 1).otherwise(2))
     names = F.array(*[F.lit(s) for s in SPLITS])
-    tagged = df.withColumns({"_stratum": stratum, "_u": u, "_vh": vh}).withColumn("_split", index)
+    tagged = df.withColumns({"_stratum": stratum, "_u": u, VECTOR_HASH: vh}).withColumn("_split", index)
     if mode == "random":
         return tagged.withColumn("split", F.element_at(names, F.col("_split") + 1)).drop(
-            "_stratum", "_u", "_vh", "_split")
-    spans = (tagged.groupBy("_vh").agg(F.min("_split").alias("_first_split"), F.max("_split").alias("_last"))
-             .where(F.col("_first_split") != F.col("_last")).select("_vh", "_first_split"))
-    joined = tagged.join(F.broadcast(spans), "_vh", "left")
+            "_stratum", "_u", VECTOR_HASH, "_split")
+    spans = (tagged.groupBy(VECTOR_HASH).agg(F.min("_split").alias("_first_split"), F.max("_split").alias("_last"))
+             .where(F.col("_first_split") != F.col("_last")).select(VECTOR_HASH, "_first_split"))
+    joined = tagged.join(F.broadcast(spans), VECTOR_HASH, "left")
     final = F.coalesce(F.col("_first_split"), F.col("_split"))
     return joined.withColumn("split", F.element_at(names, final + 1)).drop(
-        "_stratum", "_u", "_vh", "_split", "_first_split")
+        "_stratum", "_u", VECTOR_HASH, "_split", "_first_split")
 
 
 def split(df: DataFrame, cfg: Config) -> dict[str, DataFrame]:

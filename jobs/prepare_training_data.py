@@ -97,6 +97,18 @@ STAGED_COLUMNS = ["_group", "_path", "_block", "_line", "source_file", "reject_r
                   "is_attack", "key", "event_time", "_fp1", "_fp2", pp.VECTOR_HASH]
 
 
+# Parquet's dictionary encoding is tried on every column and abandoned on high-cardinality doubles (most
+# features): writing without it takes a third of the time for files a fifth larger.
+PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
+CODEGEN_MAX_FIELDS = 1000
+
+
+def stage(df: DataFrame, path: str) -> DataFrame:
+    """Materialize ``df`` as Parquet at ``path`` and read it back: later passes read narrow columns of it."""
+    df.write.mode("overwrite").options(**PARQUET_OPTIONS).parquet(path)
+    return df.sparkSession.read.parquet(path)
+
+
 def stage_lines(spark: SparkSession, cfg: Config, input_path: str, features: list[str]) -> DataFrame:
     """Extract + row-level transforms: one row per CSV line (headers included), ready to stage."""
     lines = pp.read_flow_lines(spark, input_path)
@@ -151,6 +163,9 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
     if _is_local(output):
         output = str(_local(output).resolve())
     staging = cfg.prep.staging_dir or _join(output, "_staging")
+    # Whole-stage code generation stops at 100 fields by default; the z-score fit (5 aggregation buffer fields
+    # per feature) and the 80-odd column stages exceed that and then ran interpreted, 2x slower.
+    spark.conf.set("spark.sql.codegen.maxFields", str(CODEGEN_MAX_FIELDS))
     features = pp.feature_columns(cfg)
     seq_len = int(cfg.prep.sequence_length)
     if seq_len < 1:
@@ -159,8 +174,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
     # 1. Parse once (fails here, before any Spark job, on an unreadable file or a missing column).
     staged_lines = stage_lines(spark, cfg, input_path, features)
     delete_path(spark, staging)
-    staged_lines.write.mode("overwrite").parquet(_join(staging, "lines"))
-    staged = spark.read.parquet(_join(staging, "lines"))
+    staged = stage(staged_lines, _join(staging, "lines"))
     phase("parse_validate_stage")
 
     # 2. Row numbers, duplicates, splits.
@@ -169,13 +183,11 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
     rows_in = rows.count()
     rejected = rows.where(F.col("reject_reason").isNotNull())
     valid = rows.where(F.col("reject_reason").isNull())
-    duplicates(valid).write.mode("overwrite").parquet(_join(staging, "duplicates"))
-    dups = spark.read.parquet(_join(staging, "duplicates"))
+    dups = stage(duplicates(valid), _join(staging, "duplicates"))
     flows = valid.join(F.broadcast(dups.select("_group", "_line")), ["_group", "_line"], "left_anti")
     tagged = pp.with_split(flows, cfg).select(*features, "key", "event_time", "source_file", "source_row",
                                               "attack_type", "is_attack", "split")
-    tagged.write.mode("overwrite").parquet(_join(staging, "flows"))
-    flows = spark.read.parquet(_join(staging, "flows"))
+    flows = stage(tagged, _join(staging, "flows"))
     phase("number_dedupe_split")
 
     # 3. Normalization on train only, then the sequences of every flow, written once.
@@ -183,7 +195,7 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
                           clip=float(cfg.prep.zscore_clip), transform=cfg.prep.zscore_transform)
     # One writer per split within a task instead of sorting the large sequence rows by split first.
     spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", str(len(pp.SPLITS)))
-    samples(flows, stats, seq_len).write.mode("overwrite").partitionBy("split").parquet(
+    samples(flows, stats, seq_len).write.mode("overwrite").partitionBy("split").options(**PARQUET_OPTIONS).parquet(
         _join(staging, "samples"))
     phase("zscore_sequences")
     for name in pp.SPLITS:

@@ -393,6 +393,15 @@ def test_with_sequence_key_and_event_time(spark):
     assert plain["event_time"] == dt.datetime(2017, 7, 7, 3, 56)
     by_file = pp.with_sequence_key(df, _cfg("prep.sequence_key=source_file")).first()
     assert by_file["key"] == "file:a.csv"
+    spellings = ["7/7/2017 3:56", "03/07/2017 08:55:58", "2017-07-07 01:00:00", "2017-07-07T01:00:00",
+                 "2017-07-07 01:00:00.250000", " 2017-07-07T01:00:00.250000 ", "7/7/2017", "2017-07-07",
+                 "3:56 7/7/2017", "2017-07-07T01:00", "07.07.2017 01:00", "", "T.", None]
+    texts = spark.createDataFrame([(s,) for s in spellings], "timestamp string")
+    parsed = [r[0] for r in texts.select(pp.parse_event_time(F.col("timestamp"))).collect()]
+    assert parsed == [dt.datetime(2017, 7, 7, 15, 56), dt.datetime(2017, 7, 3, 8, 55, 58),
+                      dt.datetime(2017, 7, 7, 1, 0), dt.datetime(2017, 7, 7, 1, 0),
+                      dt.datetime(2017, 7, 7, 1, 0, 0, 250000), dt.datetime(2017, 7, 7, 1, 0, 0, 250000),
+                      None, None, None, None, None, None, None, None]
     with pytest.raises(ConfigError, match="prep.sequence_key"):
         pp.with_sequence_key(df, _cfg("prep.sequence_key=label"))
 
@@ -457,3 +466,19 @@ def test_random_split_mode_ignores_vectors(spark):
     tagged = pp.with_split(_split_input(spark), cfg)
     spread = tagged.groupBy("flow_duration", "total_fwd_packets").agg(F.countDistinct("split").alias("n"))
     assert spread.where("n > 1").count() > 0  # the leaky baseline does put one vector in several splits
+
+
+def test_vector_hash_rounds_as_spark_round_did_and_a_staged_hash_is_reused(spark, shared_data):
+    """rint(x * 10^5) / 10^5 (numpy's rounding, cheap) hashes every real row as Spark's BigDecimal round did, so
+    the splits did not move; with_split takes a staged ``_vh`` as the vector instead of hashing the features."""
+    features = pp.feature_columns(_cfg())
+    flows = pp.with_reject_reason(pp.read_flows(spark, shared_data / WEB), _cfg()).where("reject_reason is null")
+    by_round = F.xxhash64(*[F.round(F.signum(F.col(c)) * F.log1p(F.abs(F.col(c))), pp.SPLIT_VECTOR_DECIMALS)
+                            + F.lit(0.0) for c in features])
+    hashes = flows.select(pp.vector_hash(features).alias("rint"), by_round.alias("round"))
+    assert hashes.count() == 7634  # the web file's rows but its one negative counter
+    assert hashes.where("rint != round").count() == 0
+    one_vector = _split_input(spark).withColumn(pp.VECTOR_HASH, F.lit(42).cast("long"))
+    tagged = pp.with_split(one_vector, _cfg(*TWO_FEATURES))
+    assert {r["split"] for r in tagged.select("split").distinct().collect()} == {"train"}
+    assert pp.VECTOR_HASH not in tagged.columns

@@ -10,8 +10,8 @@ split, :class:`jobs.lib.preprocess.NormStats`) and ``prep_report.json`` (rows_in
 settings), also printed as a table. Every transform lives in :mod:`jobs.lib.preprocess`; this file only
 orders them and decides what is materialized:
 
-1. Parse each CSV line once, validate, label and fingerprint it (row-level, no shuffle) into a staging Parquet
-   folder. Everything after reads narrow columns of it instead of parsing the CSV again.
+1. Parse each CSV line once, validate, label, fingerprint and vector-hash it (row-level, no shuffle) into a
+   staging Parquet folder. Everything after reads narrow columns of it instead of parsing the CSV again.
 2. Number the lines, find exact duplicates (a shuffle of fingerprints only) and assign splits (two small
    aggregations); stage the de-duplicated flows with their split.
 3. Fit the z-score on the train split; build the sequences of all flows (one shuffle by key) and write them once

@@ -5,7 +5,15 @@ import socket
 
 import pytest
 
+from jobs.lib import kafka_broker
 from jobs.lib.kafka_broker import BrokerError, LocalBroker, free_port
+
+
+def test_cluster_id_never_reads_as_an_option(monkeypatch):
+    # 0xfb as the first byte is '-' as the first base64 character; the next draw starts with a letter
+    draws = iter([bytes([0xFB]) + bytes(15), bytes([0x08]) + bytes(15)])
+    monkeypatch.setattr(kafka_broker.uuid, "uuid4", lambda: type("U", (), {"bytes": next(draws)})())
+    assert kafka_broker._cluster_id() == "CAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_port_taken_fails_with_clear_message(tmp_path):

@@ -41,8 +41,12 @@ def port_in_use(port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. Like Kafka's Uuid.randomUuid,
+    never one that starts with '-': the storage tool would read it as an option (1 start in 64 failed)."""
+    while True:
+        text = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _alive(pid: int) -> bool:

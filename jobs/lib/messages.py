@@ -5,8 +5,10 @@ field names; numeric fields are JSON numbers, or the strings "NaN", "Infinity", 
 writes (JSON has no such numbers). Every flow feature is required; identifier fields, label and provenance
 may be absent (79-column sources have no IPs); a field the schema does not name makes the message invalid.
 
-The message is parsed once with every field as text, then each field is cast to its declared type; a value that
-does not cast is a wrong type. The value-level rules that batch preparation applies too (non-finite rates,
+The message is parsed with the declared types. Only a message with a value that does not fit its type (Spark's
+JSON parser then fills the corrupt-record field) is parsed again with every field as text, each field then cast
+to its declared type; a value that does not cast is a wrong type. Reading every number as text costs Spark a JSON
+generator per value (four times the typed parse), so the text parse is kept for the rare messages that need it. The value-level rules that batch preparation applies too (non-finite rates,
 negative counters, unknown labels) are not here: they live in jobs.lib.preprocess and run after this.
 """
 
@@ -19,6 +21,8 @@ from pyspark.sql.types import StringType, StructField, StructType
 from schemas.flows import FEATURE_COLUMNS
 from schemas.records import FLOW_MESSAGE
 
+_CORRUPT = "_corrupt"
+_TYPED = StructType([*FLOW_MESSAGE.fields, StructField(_CORRUPT, StringType())])
 _AS_TEXT = StructType([StructField(f.name, StringType()) for f in FLOW_MESSAGE.fields])
 KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 
@@ -42,14 +46,24 @@ def parse_flow_messages(kafka: DataFrame) -> DataFrame:
             F.col("value"),
             text.alias("_text"),
             F.json_object_keys(text).alias("_keys"),
-            F.from_json(text, _AS_TEXT).alias("_m"),
+            F.from_json(text, _TYPED, {"columnNameOfCorruptRecord": _CORRUPT}).alias("_t"),
             F.col("topic"),
             F.col("partition"),
             F.col("offset"),
             F.col("timestamp").alias("kafka_timestamp"),
         )))
     )
-    typed = {f.name: F.col(f"_m.{f.name}").try_cast(f.dataType) for f in FLOW_MESSAGE.fields}
+    # The text parse, only where the typed one failed on a value.
+    fast = F.col(f"_t.{_CORRUPT}").isNull()
+    parsed = parsed.select(F.inline(F.array(F.struct(
+        "*", F.when(~fast, F.from_json(F.col("_text"), _AS_TEXT)).alias("_m")))))
+
+    def absent(name: str) -> Column:
+        """The message lacks the field or gives it as JSON null."""
+        return F.when(fast, F.col(f"_t.{name}").isNull()).otherwise(F.col(f"_m.{name}").isNull())
+
+    typed = {f.name: F.when(fast, F.col(f"_t.{f.name}")).otherwise(F.col(f"_m.{f.name}").try_cast(f.dataType))
+             for f in FLOW_MESSAGE.fields}
     allowed = F.array(*[F.lit(f.name) for f in FLOW_MESSAGE.fields])
     unexpected = F.array_except(F.col("_keys"), allowed)
     # A flat coalesce of independent checks (first failing one wins): a nested CASE of ~170 levels is slow
@@ -60,9 +74,9 @@ def parse_flow_messages(kafka: DataFrame) -> DataFrame:
         F.when(F.col("_keys").isNull(), F.lit("invalid_json")),
         F.when(F.size(unexpected) > 0, F.concat(F.lit("unexpected_field: "), F.array_join(unexpected, ","))),
     ]
-    checks += [F.when(F.col(f"_m.{name}").isNull(), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]
+    checks += [F.when(absent(name), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]
     checks += [
-        F.when(F.col(f"_m.{f.name}").isNotNull() & typed[f.name].isNull(),
+        F.when(~fast & F.col(f"_m.{f.name}").isNotNull() & typed[f.name].isNull(),
                F.lit(f"wrong_type: {f.name}"))
         for f in FLOW_MESSAGE.fields
         if not isinstance(f.dataType, StringType)

@@ -46,7 +46,14 @@ from jobs.lib.preprocess import (
 )
 from jobs.lib.spark import build_session
 from schemas.flows import IDENTIFIER_COLUMNS
-from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, KEY_FEATURES, QUARANTINE
+from schemas.records import (
+    ALERTS,
+    FLOWS_SCORED,
+    FLOWS_SCORED_STATS_COLUMNS,
+    HOST_WINDOWS,
+    KEY_FEATURES,
+    QUARANTINE,
+)
 
 TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
 APP_ID = "flowsentinel-stream-detect"
@@ -141,6 +148,18 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
     )
 
 
+def materialize(df: DataFrame) -> DataFrame:
+    """Compute `df` once into the executors' block stores (memory, disk where short) and return a DataFrame that
+    reads the result: its plan is one node, so the writes that follow neither recompute nor re-plan it. Cheaper
+    than persist(): no columnar cache to build, and no lookup of a large plan in the cache per action."""
+    return df.localCheckpoint(eager=True)
+
+
+def release(materialized: DataFrame) -> None:
+    """Drop the blocks of a :func:`materialize` result now, rather than when the JVM collects it."""
+    materialized._jdf.queryExecution().logical().rdd().unpersist(False)
+
+
 class BatchWriter:
     """foreachBatch body: score the micro-batch, then write every table idempotently and publish alerts."""
 
@@ -163,10 +182,11 @@ class BatchWriter:
         spark = batch.sparkSession
         m = self.cfg.model
         scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
-        batch = batch.persist()
+        # One pass over the whole batch (every partition, so the state store commits each); what follows reads
+        # its result through a one-node plan instead of planning the parse and validation again per write.
+        batch = materialize(batch)
         try:
-            # One pass over the whole batch (every partition, so the state store commits each) that also tells
-            # which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
+            # Which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
             # not every one), and a batch without data (state expiry only) writes nothing.
             counts = {r["valid"]: r["n"] for r in
                       batch.groupBy(F.col("reason").isNull().alias("valid")).agg(F.count("*").alias("n")).collect()}
@@ -175,29 +195,25 @@ class BatchWriter:
             if counts.get(False, 0):
                 self._append(self.quarantine(batch.where(F.col("reason").isNotNull())), "quarantine", batch_id)
         finally:
-            batch.unpersist()
+            release(batch)
 
     def write_valid(self, spark: SparkSession, valid: DataFrame, scorer: Any, batch_id: int) -> None:
-        scored = (valid.withColumn("_s", scorer("features", "mask"))
-                  .withColumns({"attack_prob": F.col("_s.attack_prob"),
-                                "pred_type": F.col("_s.attack_type"),
-                                "explanation": F.col("_s.explanation"),
-                                "batch_id": F.lit(batch_id).cast("long")})
-                  .drop("_s", "features", "mask")
-                  .persist())
+        scored = materialize(valid.withColumn("_s", scorer("features", "mask"))
+                             .withColumns({"attack_prob": F.col("_s.attack_prob"),
+                                           "pred_type": F.col("_s.attack_type"),
+                                           "explanation": F.col("_s.explanation"),
+                                           "batch_id": F.lit(batch_id).cast("long")})
+                             .drop("_s", "features", "mask"))
         try:
             self._append(self.flows_scored(scored), "flows_scored", batch_id)
-            alerts = self.alerts(scored).persist()
-            try:
-                if not alerts.isEmpty():
-                    self._append(alerts, "alerts", batch_id)
-                    if self.cfg.stream.publish_alerts:
-                        self.publish(alerts)
-            finally:
-                alerts.unpersist()
+            alerts = self.alerts(scored)
+            if not alerts.isEmpty():
+                self._append(alerts, "alerts", batch_id)
+                if self.cfg.stream.publish_alerts:
+                    self.publish(alerts)
             self.merge_host_windows(spark, scored, batch_id)
         finally:
-            scored.unpersist()
+            release(scored)
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
         is_attack = (F.col("attack_prob") >= F.lit(self.threshold)).cast("int")
@@ -281,7 +297,10 @@ def create_tables(spark: SparkSession, tables: Path) -> None:
 
     for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("host_windows", HOST_WINDOWS),
                          ("quarantine", QUARANTINE)):
-        (DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema).execute())
+        builder = DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema)
+        if name == "flows_scored":
+            builder = builder.property("delta.dataSkippingStatsColumns", ",".join(FLOWS_SCORED_STATS_COLUMNS))
+        builder.execute()
 
 
 def model_config(cfg: Config, detector: Any, sets: list[str], config_file: str | None) -> Config:

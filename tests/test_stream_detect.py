@@ -23,6 +23,7 @@ from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import encode, make_producer, send_records
 from models.artifact import load_model
 from schemas.labels import canonical_attack_type
+from schemas.records import FLOWS_SCORED_STATS_COLUMNS
 from tests.helpers import random_artifact
 
 MALFORMED = [
@@ -141,13 +142,18 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
              .trigger(availableNow=True).start())
     query.awaitTermination()
     assert query.exception() is None
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{out / 'tables' / 'flows_scored'}`").first()
+    assert detail.properties["delta.dataSkippingStatsColumns"] == ",".join(FLOWS_SCORED_STATS_COLUMNS)
     before = {t: _table(spark, out, t).count() for t in stream_detect.TABLES}
     windows_before = sorted(map(tuple, _table(spark, out, "host_windows").collect()))
     assert (before["flows_scored"], before["alerts"], before["quarantine"]) == (50, 50, 0)
 
     # Replaying batch 0, as after a crash between the Delta writes and the checkpoint commit, changes nothing:
     # every append and the host_windows MERGE carry txnAppId/txnVersion, and Delta skips a version it has.
+    persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
     writer(spark.read.parquet(str(tmp_path / "batch-0")), 0)
+    # the writer materializes the batch and its scores once each, and drops both blocks when done
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
     assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == before
     assert sorted(map(tuple, _table(spark, out, "host_windows").collect())) == windows_before
     assert sum(r.flows for r in _table(spark, out, "host_windows").collect()) == 50

@@ -151,7 +151,9 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
 def materialize(df: DataFrame) -> DataFrame:
     """Compute `df` once into the executors' block stores (memory, disk where short) and return a DataFrame that
     reads the result: its plan is one node, so the writes that follow neither recompute nor re-plan it. Cheaper
-    than persist(): no columnar cache to build, and no lookup of a large plan in the cache per action."""
+    than persist(): no columnar cache to build, and no lookup of a large plan in the cache per action. Unlike a
+    cache, the blocks cannot be recomputed: an executor lost mid-batch fails the batch, and the query reruns it
+    from its checkpoint (every write is idempotent)."""
     return df.localCheckpoint(eager=True)
 
 

@@ -11,8 +11,8 @@ import math
 import pytest
 
 from jobs.lib.messages import parse_flow_messages
-from jobs.replay_flows import encode
 from jobs.lib.synthetic import synthetic_flows
+from jobs.replay_flows import encode
 
 BASE = json.loads(encode(next(iter(synthetic_flows(1, seed=3)))))
 DROP = object()

@@ -8,8 +8,9 @@ may be absent (79-column sources have no IPs); a field the schema does not name 
 The message is parsed with the declared types. Only a message with a value that does not fit its type (Spark's
 JSON parser then fills the corrupt-record field) is parsed again with every field as text, each field then cast
 to its declared type; a value that does not cast is a wrong type. Reading every number as text costs Spark a JSON
-generator per value (four times the typed parse), so the text parse is kept for the rare messages that need it. The value-level rules that batch preparation applies too (non-finite rates,
-negative counters, unknown labels) are not here: they live in jobs.lib.preprocess and run after this.
+generator per value (about four times the typed parse), so the text parse is kept for the rare messages that
+need it. The value-level rules that batch preparation applies too (non-finite rates, negative counters, unknown
+labels) are not here: they live in jobs.lib.preprocess and run after this.
 """
 
 from __future__ import annotations

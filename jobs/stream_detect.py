@@ -297,11 +297,12 @@ def create_tables(spark: SparkSession, tables: Path) -> None:
     """Create the four Delta tables (empty, with their schemas) unless they exist."""
     from delta.tables import DeltaTable
 
+    properties = {"flows_scored": {"delta.dataSkippingStatsColumns": ",".join(FLOWS_SCORED_STATS_COLUMNS)}}
     for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("host_windows", HOST_WINDOWS),
                          ("quarantine", QUARANTINE)):
         builder = DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema)
-        if name == "flows_scored":
-            builder = builder.property("delta.dataSkippingStatsColumns", ",".join(FLOWS_SCORED_STATS_COLUMNS))
+        for key, value in properties.get(name, {}).items():
+            builder = builder.property(key, value)
         builder.execute()
 
 

@@ -86,8 +86,7 @@ def validated_flows(kafka: DataFrame, model_cfg: Config, stats: NormStats) -> Da
 
     The same preprocessing functions as the batch preparation, configured with the model's own settings."""
     parsed = parse_flow_messages(kafka)
-    checked = with_reject_reason(with_labels(parsed), model_cfg)
-    flows = with_sequence_key(checked, model_cfg)
+    flows = with_reject_reason(with_sequence_key(with_labels(parsed), model_cfg), model_cfg)
     # A batch file always names its source, so a batch row always has a key; a message may lack both the key
     # column and source_file. Such a flow has no sequence to join: quarantined, never handed to the model.
     no_key = F.when(F.col("key").isNull(), F.lit(f"missing_key: {model_cfg.prep.sequence_key}"))

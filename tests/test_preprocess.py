@@ -196,6 +196,24 @@ def test_validation_of_typed_records_without_raw_line(spark):
                    "empty_row", "missing_label", "nonfinite_value: flow_iat_std"]
 
 
+def test_reject_reason_reads_the_event_time_a_keyed_frame_already_has(spark):
+    """After with_sequence_key the timestamp is judged by its parsed ``event_time``, not parsed again."""
+    from schemas.records import FLOW_RECORD
+
+    good = {c: 1.0 for c in FEATURE_COLUMNS} | {"label": "BENIGN", "source_file": "k", "src_ip": "10.0.0.1"}
+    rows = [good | {"source_row": 1, "timestamp": "7/7/2017 3:56"},
+            good | {"source_row": 2, "timestamp": "7/7/2017 25:99"},
+            good | {"source_row": 3, "timestamp": None}]
+    df = spark.createDataFrame([tuple(r.get(c) for c in FLOW_RECORD.fieldNames()) for r in rows], FLOW_RECORD)
+    keyed = pp.with_sequence_key(df, _cfg())
+    got = pp.with_reject_reason(keyed, _cfg()).orderBy("source_row").collect()
+    assert [r["reject_reason"] for r in got] == [None, "unparseable_timestamp", None]
+    # The reason follows the column: a frame whose event_time says otherwise is judged by it.
+    swapped = keyed.withColumn("event_time", F.when(F.col("source_row") == 2, F.current_timestamp()))
+    got = pp.with_reject_reason(swapped, _cfg()).orderBy("source_row").collect()
+    assert [r["reject_reason"] for r in got] == ["unparseable_timestamp", None, None]
+
+
 def test_real_rows_of_the_shared_sample(spark, shared_data):
     flows = pp.with_labels(pp.with_reject_reason(pp.read_flows(spark, shared_data / WEB), _cfg()))
     picked = flows.where(F.col("source_row").isin(1, 2, 3, 457, 7635)).orderBy("source_row").collect()

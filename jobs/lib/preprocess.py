@@ -342,8 +342,9 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
     """Adds ``reject_reason`` (null = valid) by the rules in the module docstring; row-level, stream-safe.
 
     Works on what :func:`read_flows` returns and on typed records parsed from Kafka (FLOW_RECORD columns; the
-    optional ``raw`` and ``parse_error`` columns are used when present, and so is ``attack_type`` from
-    :func:`with_labels`, which saves matching each label twice). With ``prep.nonfinite_policy = "impute"`` the
+    optional ``raw`` and ``parse_error`` columns are used when present, and so are ``attack_type`` from
+    :func:`with_labels` and ``event_time`` from :func:`with_sequence_key`, which saves matching each label and
+    parsing each timestamp twice). With ``prep.nonfinite_policy = "impute"`` the
     rate columns come back imputed.
     """
     policy = _policy(cfg)
@@ -382,7 +383,9 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
     ]
     if "timestamp" in df.columns:
         present = col("timestamp").isNotNull() & (F.trim(col("timestamp")) != "")
-        unparsed = parse_event_time(col("timestamp"), cfg.prep.cicids_12h_clock).isNull()
+        event_time = (col("event_time") if "event_time" in df.columns
+                      else parse_event_time(col("timestamp"), cfg.prep.cicids_12h_clock))
+        unparsed = event_time.isNull()
         checks.append(F.when(present & unparsed, F.lit(UNPARSEABLE_TIMESTAMP)))
     arrays = {"_values": F.array(*[col(c) for c in FEATURE_COLUMNS]),
               "_nonneg": F.array(*[col(c) for c in NON_NEGATIVE_COLUMNS])}

@@ -46,6 +46,7 @@ from models.artifact import (
     save_artifact,
     score,
 )
+from models.common import fit_input_encoding
 from models.metrics import detection_report
 
 SPLITS = ("train", "validation", "test")
@@ -432,6 +433,7 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
     config = model_config(cfg, arch, len(data.features), n_steps, len(data.label_map))
     torch.manual_seed(cfg.train.seed)
     model = build_model(arch, config)
+    fit_input_encoding(model, data.splits["train"].features, cfg.train.seed)
     result = fit(model, data.splits["train"], data.splits["validation"], cfg, device, max_epochs, max_batches)
     metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, cfg.model.threshold, device,
                                 cfg.model.batch_size)

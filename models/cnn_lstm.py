@@ -8,6 +8,10 @@ Layout, as the paper describes it: two 1-D convolutions (64 filters, ReLU), each
 along the time axis with the F features as input channels; an LSTM over the pooled steps; dropout; dense
 layers; two heads.
 
+One addition to the paper, off with ``input_bins = 0``: each feature can first be spread over quantile bins
+(:class:`models.common.BinEncoding`, F -> F * input_bins channels), which lets the network tell apart exact
+values that the z-score puts close together (models/COMPARISON.md measures it).
+
 T=1 (per-flow scoring) works without a special case: the convolutions use "same" padding, and pooling uses
 ``ceil_mode=True`` so a length L becomes ceil(L / 2), never 0 (1 -> 1, 2 -> 1, 3 -> 2, 8 -> 4). With T=1 the
 convolutions see one step (their centre taps only) and the model is a per-flow network.
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.common import Heads, encode_left_padded
+from models.common import BinEncoding, Heads, encode_left_padded
 
 
 @dataclass
@@ -41,6 +45,7 @@ class CNNLSTMConfig:
     lstm_layers: int = 1
     dense: int = 64
     dropout: float = 0.3
+    input_bins: int = 0  # > 0: BinEncoding of each feature before the first convolution; 0: plain z-scores
 
     def __post_init__(self) -> None:
         if min(self.n_features, self.seq_len, self.n_types, self.conv_channels, self.lstm_hidden) < 1:
@@ -75,7 +80,9 @@ class CNNLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.block1 = ConvBlock(c.n_features, c.conv_channels, c.kernel_size, c.pool_size)
+        self.encode = BinEncoding(c.n_features, c.input_bins) if c.input_bins > 0 else nn.Identity()
+        c_in = c.n_features * max(c.input_bins, 1)  # E: channels per flow after the encoding
+        self.block1 = ConvBlock(c_in, c.conv_channels, c.kernel_size, c.pool_size)
         self.block2 = ConvBlock(c.conv_channels, c.conv_channels, c.kernel_size, c.pool_size)
         self.lstm = nn.LSTM(c.conv_channels, c.lstm_hidden, num_layers=c.lstm_layers, batch_first=True,
                             dropout=c.dropout if c.lstm_layers > 1 else 0.0)
@@ -84,7 +91,8 @@ class CNNLSTM(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x (B, T, F), mask (B, T) bool
         m = mask.to(x.dtype)  # (B, T)
-        x = (x * m.unsqueeze(-1)).transpose(1, 2)  # (B, F, T): features are the conv's channels
+        x = self.encode(x)  # (B, T, E)
+        x = (x * m.unsqueeze(-1)).transpose(1, 2)  # (B, E, T): features are the conv's channels
         x, m = self.block1(x, m)  # (B, C, T1), (B, T1) with T1 = ceil(T / pool)
         x, m = self.block2(x, m)  # (B, C, T2), (B, T2)
         h = encode_left_padded(self.lstm, x.transpose(1, 2), m > 0)  # (B, H)

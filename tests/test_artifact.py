@@ -94,6 +94,27 @@ def test_round_trip_gives_identical_predictions(tmp_path, arch):
     assert first.model_version in card and "flow_bytes_per_s" in card
 
 
+def test_round_trip_keeps_fitted_bin_edges(tmp_path):
+    """The BinEncoding edges are fitted on training data, not learned by the optimizer: they must travel in the
+    weights file, or a loaded model would score on the unfitted default grid."""
+    from models.common import fit_input_encoding
+
+    torch.manual_seed(0)
+    model = build_model("cnn_lstm", {"n_features": len(FEATURES), "seq_len": 3,
+                                     "n_types": len(canonical_attack_types()), "input_bins": 4}).eval()
+    x, mask = _inputs(50, 3)
+    fit_input_encoding(model, x * 7.0 + 2.0)
+    edges = model.encode.edges.clone()
+    assert not torch.equal(edges, torch.linspace(-3.0, 3.0, 5).repeat(len(FEATURES), 1))
+    p0, t0 = score(model, x, mask, 0.5, torch.device("cpu"))
+    loaded = load_model(save_small_model(tmp_path / "m", model=model), device="cpu")
+    assert loaded.manifest["config"]["input_bins"] == 4
+    assert torch.equal(loaded.model.encode.edges, edges)
+    p1, t1 = loaded.predict(x, mask)
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_array_equal(t1, t0)
+
+
 def test_predict_checks_input_shape(tmp_path):
     detector = load_model(save_small_model(tmp_path / "m"), device="cpu")
     x, mask = _inputs(4, 2)

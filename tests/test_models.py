@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from models.bilstm import BiLSTM, BiLSTMConfig
 from models.cnn_lstm import CNNLSTM, CNNLSTMConfig
+from models.common import BinEncoding, fit_input_encoding
 
 torch.set_num_threads(1)  # the test machine's cores are shared; these models are tiny
 
 ARCHS = {
     "cnn_lstm": lambda f, t, k: CNNLSTM(CNNLSTMConfig(n_features=f, seq_len=t, n_types=k)),
     "bilstm": lambda f, t, k: BiLSTM(BiLSTMConfig(n_features=f, seq_len=t, n_types=k)),
+    "cnn_lstm-bins": lambda f, t, k: CNNLSTM(CNNLSTMConfig(n_features=f, seq_len=t, n_types=k, input_bins=8)),
+    "bilstm-bins": lambda f, t, k: BiLSTM(BiLSTMConfig(n_features=f, seq_len=t, n_types=k, input_bins=8)),
 }
 
 
@@ -94,8 +98,47 @@ def test_training_learns_a_synthetic_task(arch, cfg):
     train, val = separable_split(768, 4, 6, seed=0), separable_split(512, 4, 6, seed=1)
     torch.manual_seed(0)
     model = ARCHS[arch](6, 4, 4)
-    result = fit(model, train, val, train_cfg, torch.device("cpu"), max_epochs=12)
+    fit_input_encoding(model, train.features)
+    # The bin encoding spreads each feature over 8 channels: slower to fit on this tiny set, so it gets more
+    # epochs and a lower bar for the type head (the base rate is 50% binary, 0.25 macro F1).
+    binned = arch.endswith("-bins")
+    result = fit(model, train, val, train_cfg, torch.device("cpu"), max_epochs=30 if binned else 12)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     report = split_metrics(result.model, val, ["BENIGN", "a", "b", "c"], 0.5, torch.device("cpu"), 256)
     assert report["accuracy"] >= 0.98, report
-    assert report["macro_f1"] >= 0.95, report
+    assert report["macro_f1"] >= (0.8 if binned else 0.95), report
+
+
+def test_bin_encoding_values():
+    """Bin i of a feature holds clamp((x - e_i) / (e_i+1 - e_i), 0, 1): hand-computed for edges [0, 1, 3]."""
+    enc = BinEncoding(n_features=2, n_bins=2)
+    enc.edges.copy_(torch.tensor([[0.0, 1.0, 3.0], [-1.0, 0.0, 1.0]]))
+    x = torch.tensor([[[-5.0, -1.0]], [[0.5, 0.25]], [[2.0, 0.5]], [[7.0, 9.0]]])  # (B=4, T=1, F=2)
+    got = enc(x)  # (4, 1, 4): feature 0's two bins, then feature 1's, each as 2t - 1
+    t = torch.tensor([[[0.0, 0.0, 0.0, 0.0]], [[0.5, 0.0, 1.0, 0.25]], [[1.0, 0.5, 1.0, 0.5]],
+                      [[1.0, 1.0, 1.0, 1.0]]])
+    torch.testing.assert_close(got, 2.0 * t - 1.0)
+
+
+def test_bin_encoding_fit_takes_quantiles_and_parks_spare_edges():
+    enc = BinEncoding(n_features=3, n_bins=4)
+    rows = np.stack([np.arange(9.0),  # quantiles 0, 2, 4, 6, 8
+                     np.array([0.0] * 6 + [1.0] * 3),  # two distinct values: edges 0, 1 then spare
+                     np.full(9, 7.0)], axis=1)  # constant: one edge then spare
+    enc.fit(rows)
+    np.testing.assert_array_equal(enc.edges.numpy(), [[0, 2, 4, 6, 8], [0, 1, 1e6, 2e6, 3e6],
+                                                      [7, 1e6, 2e6, 3e6, 4e6]])
+    # Exact values the z-score puts close together land in different bins once an edge lies between them.
+    enc2 = BinEncoding(n_features=1, n_bins=2)
+    enc2.fit(np.array([[0.5755], [0.5755], [0.5846], [0.5846]]))  # 29200 vs 28960 bytes, z-scored
+    near = enc2(torch.tensor([[0.5755], [0.5846]]))
+    torch.testing.assert_close(near, torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="expected"):
+        enc.fit(np.zeros((4, 2)))
+
+
+def test_fit_input_encoding_uses_the_scored_flow_of_each_sequence():
+    model = CNNLSTM(CNNLSTMConfig(n_features=1, seq_len=2, n_types=2, input_bins=2))
+    features = np.array([[[100.0], [0.0]], [[-100.0], [1.0]], [[50.0], [2.0]]])  # (N=3, T=2, F=1)
+    fit_input_encoding(model, features)
+    np.testing.assert_array_equal(model.encode.edges.numpy(), [[0.0, 1.0, 2.0]])  # the padded/older steps ignored

@@ -40,9 +40,9 @@ class BinEncoding(nn.Module):
 
     def fit(self, x: np.ndarray, seed: int = 0) -> None:
         """Edges from (N, F) z-scored training rows: the distinct quantiles 0, 1/n, ..., 1 of each feature."""
-        rows = np.asarray(x, dtype=np.float64) if len(x) <= BIN_SAMPLE_ROWS else np.asarray(
-            x[np.sort(np.random.default_rng(seed).choice(len(x), BIN_SAMPLE_ROWS, replace=False))],
-            dtype=np.float64)
+        if len(x) > BIN_SAMPLE_ROWS:
+            x = x[np.sort(np.random.default_rng(seed).choice(len(x), BIN_SAMPLE_ROWS, replace=False))]
+        rows = np.asarray(x, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != self.edges.shape[0] or len(rows) == 0:
             raise ValueError(f"BinEncoding.fit: expected (N>0, {self.edges.shape[0]}) rows, got {rows.shape}")
         levels = np.linspace(0.0, 1.0, self.n_bins + 1)

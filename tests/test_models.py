@@ -142,3 +142,18 @@ def test_fit_input_encoding_uses_the_scored_flow_of_each_sequence():
     features = np.array([[[100.0], [0.0]], [[-100.0], [1.0]], [[50.0], [2.0]]])  # (N=3, T=2, F=1)
     fit_input_encoding(model, features)
     np.testing.assert_array_equal(model.encode.edges.numpy(), [[0.0, 1.0, 2.0]])  # the padded/older steps ignored
+
+
+def test_bin_encoding_fits_a_seeded_sample_of_a_large_split(monkeypatch):
+    import models.common
+
+    monkeypatch.setattr(models.common, "BIN_SAMPLE_ROWS", 5)
+    rows = np.arange(1000.0).reshape(-1, 1)
+    first, again, other = (BinEncoding(n_features=1, n_bins=4) for _ in range(3))
+    first.fit(rows, seed=3)
+    again.fit(rows, seed=3)
+    other.fit(rows, seed=4)
+    edges = first.edges.numpy()[0]
+    assert torch.equal(first.edges, again.edges) and not torch.equal(first.edges, other.edges)
+    assert set(edges) <= set(rows[:, 0]) and len(set(edges)) == 5  # 5 sampled rows: each one an edge, in order
+    assert (np.diff(edges) > 0).all()

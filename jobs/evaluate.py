@@ -54,7 +54,7 @@ def prepare_for_model(spark: Any, input_path: str, cfg: Config, detector: Detect
     missing = [c for c in detector.features if c not in flows.columns]
     if missing:
         raise SchemaError(f"{input_path}: missing column {missing[0]!r} that the model needs")
-    checked = pp.with_reject_reason(pp.with_sequence_key(pp.with_labels(flows), cfg), cfg)
+    checked = pp.with_checks(flows, cfg)
     rejected = checked.where(sf.col("reject_reason").isNotNull())
     valid = checked.where(sf.col("reject_reason").isNull())
     sequences = pp.build_sequences(pp.apply_zscore(valid, detector.norm_stats), detector.seq_len)

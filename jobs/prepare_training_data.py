@@ -112,8 +112,7 @@ def stage(df: DataFrame, path: str) -> DataFrame:
 def stage_lines(spark: SparkSession, cfg: Config, input_path: str, features: list[str]) -> DataFrame:
     """Extract + row-level transforms: one row per CSV line (headers included), ready to stage."""
     lines = pp.read_flow_lines(spark, input_path)
-    keyed = pp.with_reject_reason(pp.with_sequence_key(pp.with_labels(lines), cfg), cfg)
-    keyed = pp.with_fingerprint(keyed)
+    keyed = pp.with_fingerprint(pp.with_checks(lines, cfg))
     # The split hashes each feature vector: once here, in the pass that parses, rather than in every later pass.
     keyed = keyed.withColumn(pp.VECTOR_HASH, pp.vector_hash(features))
     # The raw line is only worth keeping for rows that go to quarantine.

@@ -40,9 +40,7 @@ from jobs.lib.preprocess import (
     apply_zscore,
     assemble_sequences,
     sequence_config_overrides,
-    with_labels,
-    with_reject_reason,
-    with_sequence_key,
+    with_checks,
 )
 from jobs.lib.spark import build_session
 from schemas.flows import IDENTIFIER_COLUMNS
@@ -85,8 +83,7 @@ def validated_flows(kafka: DataFrame, model_cfg: Config, stats: NormStats) -> Da
     """Kafka rows -> typed flows with `reason` (null = valid), labels, key, event time and z-scored vector.
 
     The same preprocessing functions as the batch preparation, configured with the model's own settings."""
-    parsed = parse_flow_messages(kafka)
-    flows = with_reject_reason(with_sequence_key(with_labels(parsed), model_cfg), model_cfg)
+    flows = with_checks(parse_flow_messages(kafka), model_cfg)
     # A batch file always names its source, so a batch row always has a key; a message may lack both the key
     # column and source_file. Such a flow has no sequence to join: quarantined, never handed to the model.
     no_key = F.when(F.col("key").isNull(), F.lit(f"missing_key: {model_cfg.prep.sequence_key}"))

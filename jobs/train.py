@@ -334,8 +334,11 @@ class FitResult:
 
 def fit(model: nn.Module, train: SplitArrays, validation: SplitArrays, cfg: Config,
         device: torch.device, max_epochs: int | None = None, max_batches: int | None = None) -> FitResult:
-    """Adam with early stopping on the validation loss; returns the model holding the best epoch's weights."""
+    """Adam with early stopping on the validation loss; returns the model holding the best epoch's weights.
+
+    A model with an input encoding (model.input_bins) first gets its bin edges from the train split."""
     tc = cfg.train
+    fit_input_encoding(model, train.features, tc.seed)
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     use_amp = bool(tc.amp) and device.type == "cuda"
@@ -433,7 +436,6 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
     config = model_config(cfg, arch, len(data.features), n_steps, len(data.label_map))
     torch.manual_seed(cfg.train.seed)
     model = build_model(arch, config)
-    fit_input_encoding(model, data.splits["train"].features, cfg.train.seed)
     result = fit(model, data.splits["train"], data.splits["validation"], cfg, device, max_epochs, max_batches)
     metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, cfg.model.threshold, device,
                                 cfg.model.batch_size)

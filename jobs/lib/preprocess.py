@@ -2,7 +2,8 @@
 
 Every transform is a pure ``DataFrame -> DataFrame`` function (only :func:`read_flows` / :func:`read_flow_lines`
 read, and :func:`fit_zscore` / :func:`with_split` run small aggregations). The row-level ones
-(:func:`with_reject_reason`, :func:`with_labels`, :func:`apply_zscore`, :func:`with_sequence_key`) use neither
+(:func:`with_reject_reason`, :func:`with_labels`, :func:`apply_zscore`, :func:`with_sequence_key`, and
+:func:`with_checks`, which runs the first three in the order every job uses) use neither
 aggregations nor window functions, so they work unchanged on streaming DataFrames. :func:`assemble_sequences`
 is the numpy twin of :func:`build_sequences` for the stream job's per-key state.
 
@@ -569,6 +570,13 @@ def with_sequence_key(df: DataFrame, cfg: Config) -> DataFrame:
     return df.withColumns({"key": key, "event_time": parse_event_time(timestamp, cfg.prep.cicids_12h_clock)})
 
 
+def with_checks(df: DataFrame, cfg: Config) -> DataFrame:
+    """The row-level steps every job runs on raw flows, batch, stream and evaluation alike: :func:`with_labels`,
+    :func:`with_sequence_key`, then :func:`with_reject_reason`, which reuses their ``attack_type`` and
+    ``event_time`` instead of matching each label and parsing each timestamp again."""
+    return with_reject_reason(with_sequence_key(with_labels(df), cfg), cfg)
+
+
 def sequence_window(partition: str = "key") -> Any:
     """Event order within a key: event_time (nulls first), then file order."""
     return Window.partitionBy(partition).orderBy(F.col("event_time").asc_nulls_first(),
@@ -748,6 +756,6 @@ __all__ = [
     "attack_type_of", "build_sequences", "feature_columns", "fit_zscore", "impute_rates", "label_map",
     "line_blocks", "mark_duplicates", "number_lines", "parse_event_time", "read_flow_lines", "read_flows",
     "reason_category", "sequence_config_overrides", "sequence_settings", "sequence_window", "split",
-    "transform_numpy",
-    "vector_hash", "with_fingerprint", "with_labels", "with_reject_reason", "with_sequence_key", "with_split",
+    "transform_numpy", "vector_hash", "with_checks", "with_fingerprint", "with_labels", "with_reject_reason",
+    "with_sequence_key", "with_split",
 ]

@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         producer.close()
         produce_s = time.monotonic() - t0
         from jobs.lib.spark import build_session
+        from jobs.stream_detect import session_conf
 
-        spark = build_session(cfg, "flowsentinel-bench-stream", master="local[2]")
+        spark = build_session(cfg, "flowsentinel-bench-stream", master="local[2]", extra_conf=session_conf(cfg))
         result: dict[str, Any] = {"flows_loaded": args.flows, "produce_s": round(produce_s, 1)}
         result["end_to_end"] = end_to_end(spark, cfg, sets, model_dir, work / "e2e", args.flows)
         result["flows_per_s"] = result["end_to_end"]["flows_per_s"]

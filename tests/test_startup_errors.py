@@ -46,6 +46,21 @@ def test_ill_typed_config_key(tmp_path, model, capsys):
     assert "error: config key stream.max_offsets_per_trigger: expected int, got 'lots'" in err
 
 
+def test_codegen_cache_entries_below_one_fails_at_start(tmp_path, model, capsys):
+    code, err = run_main(capsys, *base_args(tmp_path, model), "--set", "stream.codegen_cache_entries=0")
+    assert code == 2
+    assert "error: config key stream.codegen_cache_entries: must be >= 1, got 0" in err
+
+
+def test_stream_session_conf_sizes_the_codegen_cache(tmp_path):
+    from jobs.lib.config import load_config
+    from jobs.stream_detect import session_conf
+
+    assert session_conf(load_config([], None)) == {"spark.sql.codegen.cache.maxEntries": "1000"}
+    assert session_conf(load_config(["stream.codegen_cache_entries=250"], None)) == {
+        "spark.sql.codegen.cache.maxEntries": "250"}
+
+
 def test_ill_typed_key_in_config_file(tmp_path, model, capsys):
     conf = tmp_path / "bad.toml"
     conf.write_text('[stream]\npublish_alerts = "yes please"\n')

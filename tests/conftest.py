@@ -68,6 +68,9 @@ TEST_ALL_ONLY = {
     # SQL readers against the running job, 4 batches with the state operator: 2-2.5 minutes; make test ran
     # 20m48s with it on a fresh clone (session 4), over the 20-minute budget
     "tests/test_concurrent_readers.py",
+    # the stream job over SASL/PLAIN (5 minutes on a loaded 2-core machine); its short version, replay + Spark's
+    # Kafka source and sink in batch mode + the consumer over SASL, runs in make test
+    "tests/test_secured_kafka.py::test_replay_stream_job_and_consumer_over_sasl",
 }
 
 

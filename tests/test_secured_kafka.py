@@ -60,6 +60,35 @@ def test_preflight_uses_the_client_options_and_names_bad_credentials(kafka_broke
         check_broker(wrong.kafka.bootstrap_servers, wrong.kafka.client.to_dict(), attempts=1, timeout_s=2)
 
 
+def test_replay_spark_kafka_io_and_consumer_over_sasl(spark, kafka_broker, tmp_path, capsys):
+    """The short version (make test): replay, Spark's Kafka source and sink with [kafka.options] in batch mode (the
+    stream job passes the same options), and the consumer, each over SASL/PLAIN."""
+    from pyspark.sql import functions as F
+
+    conf = secured_config(tmp_path)
+    sasl = f"kafka.bootstrap_servers={kafka_broker.sasl_bootstrap}"
+    topics = ["kafka.flows_topic=sasl-short-flows", "kafka.alerts_topic=sasl-short-alerts"]
+    cfg = load_config([sasl, *topics], config_file=conf, env={})
+    assert ensure_topics(cfg.kafka.bootstrap_servers, cfg) == ["sasl-short-flows", "sasl-short-alerts"]
+    argv = ["--config", str(conf), "--set", sasl, *[x for t in topics for x in ("--set", t)]]
+    assert replay_flows.main(["--synthetic", "25", "--hosts", "5", "--no-progress", *argv]) == 0
+    capsys.readouterr()
+
+    options = {f"kafka.{k}": v for k, v in cfg.kafka.options.items()}
+    flows = (spark.read.format("kafka").option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+             .options(**options).option("subscribe", cfg.kafka.flows_topic).load())
+    alert_id = F.concat_ws(":", "partition", "offset")
+    (flows.select(alert_id.alias("key"), F.to_json(F.struct(alert_id.alias("alert_id"))).alias("value"))
+     .write.format("kafka").option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers).options(**options)
+     .option("topic", cfg.kafka.alerts_topic).save())
+    expected = sorted(f"{r.partition}:{r.offset}" for r in flows.select("partition", "offset").collect())
+    assert len(expected) == 25
+
+    assert alert_consumer.main(["--group", "sasl-short", "--idle-exit", "3", *argv]) == 0
+    received = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert sorted(a["alert_id"] for a in received) == expected
+
+
 def test_replay_stream_job_and_consumer_over_sasl(spark, kafka_broker, tmp_path, capsys):
     from jobs.lib.preprocess import sequence_config_overrides
     from jobs.stream_detect import start
@@ -71,8 +100,8 @@ def test_replay_stream_job_and_consumer_over_sasl(spark, kafka_broker, tmp_path,
     assert ensure_topics(cfg.kafka.bootstrap_servers, cfg) == ["sasl-flows", "sasl-alerts"]
 
     # Replay as a user runs it (its config layered over the defaults, env included: --set wins over make's).
-    argv = ["--config", str(conf), "--set", sasl, "--no-progress"]
-    assert replay_flows.main(["--synthetic", str(N_FLOWS), "--hosts", "5", "--seed", "3", *argv]) == 0
+    argv = ["--config", str(conf), "--set", sasl]
+    assert replay_flows.main(["--synthetic", str(N_FLOWS), "--hosts", "5", "--seed", "3", "--no-progress", *argv]) == 0
     assert f"replayed {N_FLOWS} flows to sasl-flows" in capsys.readouterr().out
 
     # The stream job reads and publishes through Spark's Kafka client with [kafka.options]; threshold ~0 makes
@@ -90,6 +119,6 @@ def test_replay_stream_job_and_consumer_over_sasl(spark, kafka_broker, tmp_path,
     assert len(alert_ids) == N_FLOWS == len(set(alert_ids))
 
     # The example consumer, as a user runs it, gets exactly the alerts of the table.
-    assert alert_consumer.main(["--group", "sasl-test", "--idle-exit", "5", *argv[:-1]]) == 0
+    assert alert_consumer.main(["--group", "sasl-test", "--idle-exit", "5", *argv]) == 0
     received = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert sorted(a["alert_id"] for a in received) == alert_ids

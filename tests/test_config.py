@@ -110,18 +110,14 @@ def test_values_in_range_are_accepted(setting):
     assert str(got) == value or got == int(value)
 
 
-def test_every_declared_key_has_a_range_check(tmp_path: Path):
+def test_every_declared_key_has_a_range_check():
     from jobs.lib import config
 
     declared = {k for k, _ in config._flatten(load_config(env={}).to_dict())
                 if k.split(".")[0] not in config.UNCHECKED_TABLES
                 and k.rsplit(".", 1)[-1] not in config.FREE_FORM_TABLES}
-    assert declared == set(config.RULES)
-    # A key added to the defaults without a rule is refused, so the list cannot fall behind.
-    defaults = tmp_path / "defaults.toml"
-    defaults.write_text((config.conf_dir() / "defaults.toml").read_text() + "\n[extra]\nknob = 1\n")
-    with pytest.raises(ConfigError, match="config key extra.knob: declared in defaults.toml but has no range check"):
-        load_config(env={}, defaults_file=defaults)
+    assert sorted(declared - set(config.RULES)) == []  # a new key in defaults.toml needs its rule in RULES
+    assert sorted(set(config.RULES) - declared) == []
 
 
 def test_kafka_client_values_keep_their_type(tmp_path: Path):

@@ -205,7 +205,7 @@ def load_config(
 
 
 # ------------------------------------------------------------------------------------------- range checks
-# One rule per declared key (tests/test_config.py checks that none is missing): the range a type alone cannot
+# One rule per declared key (tests/test_config.py fails on a key without one): the range a type alone cannot
 # express. A value outside it fails at start, naming the key, instead of deep inside a Spark or torch call.
 
 _DURATION_UNITS = ("microsecond", "millisecond", "second", "minute", "hour", "day", "week")
@@ -337,10 +337,7 @@ def _validate(tree: Mapping[str, Any]) -> None:
     for dotted, value in _flatten(tree):
         if dotted.split(".")[0] in UNCHECKED_TABLES or dotted.rsplit(".", 1)[-1] in FREE_FORM_TABLES:
             continue
-        check = RULES.get(dotted)
-        if check is None:
-            raise ConfigError(f"config key {dotted}: declared in defaults.toml but has no range check in "
-                              f"jobs/lib/config.py RULES")
+        check = RULES.get(dotted, _anything)  # tests/test_config.py fails on a declared key without a rule
         problem = check(value, tree)
         if problem:
             raise ConfigError(f"config key {dotted}: {problem}")

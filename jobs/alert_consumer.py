@@ -130,15 +130,14 @@ def make_consumer(bootstrap: str, topic: str, group_id: str, options: Mapping[st
                   auto_offset_reset: str = "earliest") -> Any:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        enable_auto_commit=False,  # commit only what was handled; see consume()
-        auto_offset_reset=auto_offset_reset,  # a new group starts at the oldest retained alert: none missed
-        key_deserializer=lambda k: k.decode("utf-8") if k is not None else None,
-        **dict(options or {}),
-    )
+    ours = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,  # commit only what was handled; see consume()
+        "auto_offset_reset": auto_offset_reset,  # a new group starts at the oldest retained alert: none missed
+        "key_deserializer": lambda k: k.decode("utf-8") if k is not None else None,
+    }
+    return KafkaConsumer(topic, **{**dict(options or {}), **ours})  # [kafka.client] adds; ours win
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:

@@ -39,6 +39,8 @@ security_protocol = "SASL_PLAINTEXT"
 sasl_mechanism = "PLAIN"
 sasl_plain_username = "{user}"
 sasl_plain_password = "{password}"
+client_id = "flowsentinel-test"      # and a setting a tool also sets itself (its own value wins, no clash)
+request_timeout_ms = 20000
 
 [stream]
 trigger_interval = ""

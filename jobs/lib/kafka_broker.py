@@ -262,7 +262,8 @@ def ensure_topics(bootstrap: str, cfg: Config, topics: list[str] | None = None) 
     from kafka.errors import TopicAlreadyExistsError
 
     names = topics or [cfg.kafka.flows_topic, cfg.kafka.alerts_topic]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **cfg.kafka.client.to_dict())
+    admin = KafkaAdminClient(**{**cfg.kafka.client.to_dict(), "bootstrap_servers": bootstrap,
+                                "request_timeout_ms": 15000})
     created = []
     try:
         existing = set(admin.list_topics())

@@ -36,8 +36,9 @@ def check_broker(bootstrap: str, options: Mapping[str, Any], attempts: int = BRO
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                     bootstrap_timeout_ms=int(timeout_s * 1000), **client_options)
+            consumer = KafkaConsumer(**{**client_options, "bootstrap_servers": bootstrap,
+                                        "request_timeout_ms": int(timeout_s * 1000),
+                                        "bootstrap_timeout_ms": int(timeout_s * 1000)})
             try:
                 consumer.topics()
             finally:

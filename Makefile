@@ -113,9 +113,14 @@ package: $(STAMP_VENV) $(STAMP_JARS) ## build $(DIST)/: project wheel (+ .zip fo
 cluster-test: package ## start a local Spark standalone cluster, spark-submit the stream job from $(DIST)/, check the tables
 	FLOWSENTINEL_DIST=$(abspath $(DIST)) $(PY) -m pytest -m cluster tests/test_cluster.py $(PYTEST_ARGS)
 
+# Q and QUERY reach jobs.sql verbatim: make does not expand them ($(value), and they are not exported, which would
+# expand them) and the shell does not parse them (a quoted "$$VAR"), so backticks and $(...) stay query text.
+unexport Q QUERY
+sql: export FLOWSENTINEL_SQL_TEXT := $(value Q)
+sql: export FLOWSENTINEL_SQL_NAME := $(value QUERY)
 sql: $(STAMP_VENV) $(STAMP_JARS) ## Spark SQL over $(OUT)/tables: make sql Q="SELECT ..." or make sql QUERY=top_hosts
-	@if [ -n "$(QUERY)" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables --query $(QUERY); \
-	elif [ -n "$(Q)" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables "$(Q)"; \
+	@if [ -n "$$FLOWSENTINEL_SQL_NAME" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables --query "$$FLOWSENTINEL_SQL_NAME"; \
+	elif [ -n "$$FLOWSENTINEL_SQL_TEXT" ]; then $(PY) -m jobs.sql --tables $(OUT)/tables -- "$$FLOWSENTINEL_SQL_TEXT"; \
 	else $(PY) -m jobs.sql --list; fi
 
 # ------------------------------------------------------------------ reliability (issue 6)

@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 from jobs.lib import preprocess as pp
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.flow_io import list_csv_files
+from jobs.lib.outputs import replace_output_dir
 from jobs.lib.spark import build_session
 from jobs.prepare_training_data import prepare
 from schemas.flows import (
@@ -667,9 +668,7 @@ def _summary_counts(report: dict[str, Any]) -> dict[str, Any]:
 def run_benchmark(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     fractions = parse_fractions(args.fractions)
     out = Path(args.out)
-    work = out / "_work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = replace_output_dir(out / "_work", "jobs.bench_prep")
     load_start = os.getloadavg()
 
     _log(f"input: {args.rows:,} rows from {args.data} under {args.input_dir}")

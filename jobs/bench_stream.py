@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ import numpy as np
 
 from jobs.lib.config import add_config_args, load_config
 from jobs.lib.kafka_broker import LocalBroker, ensure_topics, free_port
+from jobs.lib.outputs import replace_output_dir
 from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import make_producer, send_records
 
@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    work = out / "stream-work"
-    shutil.rmtree(work, ignore_errors=True)
+    work = replace_output_dir(out / "stream-work", "jobs.bench_stream")
     broker = LocalBroker(free_port(), free_port(), work / "kafka", heap="1g")
     broker.start()
     try:

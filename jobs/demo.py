@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 from jobs.lib.config import Config, add_config_args, load_config
 from jobs.lib.flow_io import iter_flow_records, list_csv_files
 from jobs.lib.kafka_broker import LocalBroker, ensure_topics
+from jobs.lib.outputs import OutputFolderError, replace_output_dir
 from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import make_producer, send_records
 
@@ -128,16 +128,18 @@ def print_summary(summary: dict[str, Any], tables: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/cicids2017", help="CICFlowMeter CSV file/folder/glob")
-    parser.add_argument("--out", default="out/demo", help="output folder (replaced)")
+    parser.add_argument("--out", default="out/demo", help="output folder (replaced if new, empty or a previous demo's)")
     parser.add_argument("--synthetic", type=int, default=20000, help="flows to generate when DATA is missing")
     parser.add_argument("--model", help="model folder (default: the shipped models/default)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the job to catch up")
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = load_config(args.sets, args.config)
-    out = Path(args.out).resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    try:
+        out = replace_output_dir(args.out, "jobs.demo")
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     if any(ch in args.data for ch in "*?[") or Path(args.data).exists():
         files = list_csv_files(args.data)

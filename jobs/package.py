@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from jobs.lib.jvm import REPO_ROOT, spark_jars
+from jobs.lib.outputs import OutputFolderError, replace_output_dir
 
 PACKAGES = ("jobs", "models", "schemas")
 CONF_FILES = ("defaults.toml", "log4j2.properties", "spark-gpu.conf", "gpu-discovery.sh")
@@ -121,10 +122,10 @@ def _copy(files: Iterable[Path], target: Path) -> list[Path]:
 
 
 def build(dist: Path, model_dir: Path, root: Path = REPO_ROOT) -> dict[str, object]:
-    """Build dist/ from scratch; returns the manifest (also written to dist/MANIFEST.json)."""
-    if dist.exists():
-        shutil.rmtree(dist)
-    dist.mkdir(parents=True)
+    """Build dist/ from scratch; returns the manifest (also written to dist/MANIFEST.json).
+
+    Raises OutputFolderError, before anything is written, if `dist` holds files that a build did not leave."""
+    dist = replace_output_dir(dist, "jobs.package")
     wheel = build_wheel(dist, root)
     py_zip = Path(shutil.copy2(wheel, dist / wheel.name.replace("-py3-none-any.whl", ".zip")))
     launcher = Path(shutil.copy2(root / "jobs" / "launch.py", dist / "launch.py"))
@@ -169,12 +170,13 @@ def submit_args(dist: Path, conf_dir_on_nodes: str = ".") -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dist", default=str(REPO_ROOT / "dist"), help="output folder (rebuilt from scratch)")
+    parser.add_argument("--dist", default=str(REPO_ROOT / "dist"),
+                        help="output folder (rebuilt if new, empty or a previous build)")
     parser.add_argument("--model", default=str(REPO_ROOT / "models" / "default"), help="model artifact folder")
     args = parser.parse_args(argv)
     try:
         manifest = build(Path(args.dist), Path(args.model))
-    except (FileNotFoundError, OSError) as exc:
+    except (FileNotFoundError, OSError, OutputFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"built {len(manifest['files'])} files into {args.dist} (model {manifest['model_version']})")

@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from jobs.lib import preprocess as pp
 from jobs.lib.config import Config, add_config_args, load_config
+from jobs.lib.outputs import MARKER, OutputFolderError, check_replaceable
 from jobs.lib.spark import build_session
 from schemas.labels import ATTACK_TYPES, LABEL_MAP
 from schemas.records import PREPARED_SAMPLE, QUARANTINE
@@ -68,6 +69,25 @@ def delete_path(spark: SparkSession, path: str) -> None:
     fs, hpath = _hadoop_fs(spark, path)
     if fs.exists(hpath):
         fs.delete(hpath, True)
+
+
+def list_names(spark: SparkSession, path: str) -> list[str] | None:
+    """Entry names of the folder `path` (a file lists itself); None if nothing is there."""
+    fs, hpath = _hadoop_fs(spark, path)
+    if not fs.exists(hpath):
+        return None
+    if not fs.getFileStatus(hpath).isDirectory():
+        return [hpath.getName()]
+    return [status.getPath().getName() for status in fs.listStatus(hpath)]
+
+
+def claim_folder(spark: SparkSession, path: str, replace: bool) -> None:
+    """Make `path` this job's folder: refuse (OutputFolderError) one that holds files no FlowSentinel job left;
+    empty it first if `replace`; leave the marker."""
+    check_replaceable(path, list_names(spark, path))
+    if replace:
+        delete_path(spark, path)
+    write_text(spark, _join(path, MARKER), "written by jobs.prepare_training_data\n")
 
 
 def move_path(spark: SparkSession, source: str, target: str) -> None:
@@ -172,7 +192,9 @@ def prepare(spark: SparkSession, cfg: Config, input_path: str, output: str) -> d
 
     # 1. Parse once (fails here, before any Spark job, on an unreadable file or a missing column).
     staged_lines = stage_lines(spark, cfg, input_path, features)
-    delete_path(spark, staging)
+    # Tables are replaced by name inside OUTPUT and the staging folder is emptied: both only if this job made them.
+    claim_folder(spark, output, replace=False)
+    claim_folder(spark, staging, replace=True)
     staged = stage(staged_lines, _join(staging, "lines"))
     phase("parse_validate_stage")
 
@@ -269,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.sets, args.config)
     spark = build_session(cfg, app_name="flowsentinel-prepare")
-    report = prepare(spark, cfg, args.input, args.output)
+    try:
+        report = prepare(spark, cfg, args.input, args.output)
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(format_report(report))
     print(f"wrote {args.output} in {report['seconds']} s")
     return 0

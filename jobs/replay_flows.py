@@ -46,9 +46,10 @@ def encode(record: dict[str, Any]) -> bytes:
 def make_producer(bootstrap: str, cfg: Config) -> Any:
     from kafka import KafkaProducer
 
-    options: dict[str, Any] = {k.replace(".", "_"): v for k, v in cfg.kafka.options.items()}
-    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024,
-                         max_request_size=2 * 1024 * 1024, retries=10, **options)
+    ours = {"bootstrap_servers": bootstrap, "acks": "all", "linger_ms": 20, "batch_size": 512 * 1024,
+            "max_request_size": 2 * 1024 * 1024, "retries": 10}
+    # [kafka.client]: kafka-python names (security, SASL, SSL), apart from Spark's kafka.options; ours win
+    return KafkaProducer(**{**cfg.kafka.client.to_dict(), **ours})
 
 
 def send_records(producer: Any, topic: str, records: Iterable[dict[str, Any]], key_field: str,

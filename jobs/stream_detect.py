@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         spark_conf = session_conf(cfg)
         # Fail fast, naming the problem, before Spark retries for minutes or fails inside a Delta commit.
         check_writable(args.out or cfg.stream.out_dir)
-        check_broker(cfg.kafka.bootstrap_servers, cfg.kafka.options)
+        check_broker(cfg.kafka.bootstrap_servers, cfg.kafka.client.to_dict())
         check_checkpoint(cfg.stream.checkpoint_dir
                          or str(Path(args.out or cfg.stream.out_dir) / "checkpoints" / "stream_detect"),
                          cfg.kafka.flows_topic)

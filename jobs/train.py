@@ -37,8 +37,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
+from jobs.lib.outputs import OutputFolderError, check_replaceable, local_entries
 from models.artifact import (
     ARCHITECTURES,
+    MANIFEST,
     ModelSpec,
     build_model,
     canonical_attack_types,
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="the preparation job's output folder")
-    parser.add_argument("--out", required=True, help="model folder to write (replaced if it exists)")
+    parser.add_argument("--out", required=True, help="model folder to write (replaced if empty or a model folder)")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), help="overrides model.arch")
     parser.add_argument("--dry-run", action="store_true",
                         help="one tiny batch end to end: load, one step, evaluate, save, reload")
@@ -477,8 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = configure_torch(cfg)
     out = Path(args.out)
+    try:  # before hours of training, not at the end: --out must be new, empty or a model folder
+        check_replaceable(out, local_entries(out), markers=(MANIFEST,))
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = configure_torch(cfg)
 
     from jobs.lib.spark import build_session
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jobs.lib.outputs import check_replaceable, local_entries
 from models.bilstm import BiLSTM, BiLSTMConfig
 from models.cnn_lstm import CNNLSTM, CNNLSTMConfig
 from schemas.flows import FEATURE_COLUMNS
@@ -101,8 +102,10 @@ class ModelSpec:
 
 
 def save_artifact(model: nn.Module, spec: ModelSpec, out_dir: str | Path) -> Path:
-    """Write the model folder (replacing an existing one) and return its path."""
+    """Write the model folder and return its path. An existing folder is replaced only if it is empty or a
+    model folder (its manifest is this function's marker); otherwise OutputFolderError names it."""
     out = Path(out_dir)
+    check_replaceable(out, local_entries(out), markers=(MANIFEST,))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

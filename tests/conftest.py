@@ -19,6 +19,8 @@ def shared_data() -> Path:
         pytest.fail(f"CICIDS2017 samples not found at {SHARED_DATA} (set FLOWSENTINEL_SHARED_DATA)")
     return SHARED_DATA
 
+SASL_USER = ("flowsentinel", "s3cret-pw")
+
 
 @pytest.fixture(scope="session")
 def cfg():
@@ -41,10 +43,12 @@ def spark(cfg, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> Iterator:
-    """A real KRaft broker on free ports, started once for the session and removed after."""
+    """A real KRaft broker on free ports, started once for the session and removed after. Besides PLAINTEXT it
+    listens with SASL/PLAIN on `sasl_bootstrap` (user SASL_USER), for the secured-client tests."""
     from jobs.lib.kafka_broker import LocalBroker, free_port
 
-    broker = LocalBroker(free_port(), free_port(), tmp_path_factory.mktemp("kafka"), heap="384m")
+    broker = LocalBroker(free_port(), free_port(), tmp_path_factory.mktemp("kafka"), heap="384m",
+                         sasl_port=free_port(), sasl_users=dict([SASL_USER]))
     broker.start()
     yield broker
     broker.stop()
@@ -64,6 +68,9 @@ TEST_ALL_ONLY = {
     # SQL readers against the running job, 4 batches with the state operator: 2-2.5 minutes; make test ran
     # 20m48s with it on a fresh clone (session 4), over the 20-minute budget
     "tests/test_concurrent_readers.py",
+    # the stream job over SASL/PLAIN (5 minutes on a loaded 2-core machine); its short version, replay + Spark's
+    # Kafka source and sink in batch mode + the consumer over SASL, runs in make test
+    "tests/test_secured_kafka.py::test_replay_stream_job_and_consumer_over_sasl",
 }
 
 

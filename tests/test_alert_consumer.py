@@ -165,3 +165,41 @@ def test_seen_ids_forget_the_oldest():
     for alert_id in ("a", "b", "c"):
         seen.add(alert_id)
     assert ("a" in seen, "b" in seen, "c" in seen) == (False, True, True)
+
+
+def test_dedupe_window_is_bounded_by_count():
+    """A replay within the last `capacity` handled ids is dropped; an older one is handled again (documented), and
+    the memory never holds more than `capacity` ids however many alerts pass."""
+    from collections import namedtuple
+
+    from kafka.structs import TopicPartition
+
+    Record = namedtuple("Record", "offset value")
+    ids = ["a", "b", "c", "b", "a", *[f"x{i}" for i in range(100)]]
+    records = [Record(i, json.dumps({"alert_id": alert_id}).encode()) for i, alert_id in enumerate(ids)]
+
+    class FakeConsumer:
+        def __init__(self) -> None:
+            self.batches = [{TopicPartition("alerts", 0): records}]
+            self.committed: list[int] = []
+
+        def poll(self, timeout_ms: int, max_records: int | None) -> dict:
+            return self.batches.pop(0) if self.batches else {}
+
+        def commit(self, offsets: dict) -> None:
+            self.committed += [o.offset for o in offsets.values()]
+
+    seen = alert_consumer.SeenIds(capacity=2)
+    handled: list[str] = []
+    consumer = FakeConsumer()
+    stats = alert_consumer.consume(consumer, lambda a: handled.append(a["alert_id"]), seen=seen,
+                                   idle_exit_s=0.0, poll_timeout_ms=1)
+    # "b" was among the last two handled (b, c): dropped; "a" had been forgotten: handled again.
+    assert handled[:4] == ["a", "b", "c", "a"] and (stats.handled, stats.duplicates) == (104, 1)
+    assert len(seen._ids) == 2 and consumer.committed == [len(ids)]
+
+
+def test_cli_rejects_an_empty_dedupe_window(capsys):
+    with pytest.raises(SystemExit):
+        alert_consumer.main(["--dedupe-ids", "0"])
+    assert "--dedupe-ids must be >= 1" in capsys.readouterr().err

@@ -40,7 +40,8 @@ def test_free_form_tables_take_dotted_keys():
         (["nosuch.key=1"], {}, "unknown config key 'nosuch'"),
         (["kafka.port=abc"], {}, "config key kafka.port: expected int, got 'abc'"),
         ([], {"FLOWSENTINEL_KAFKA__PORTT": "1"}, "unknown config key 'kafka.portt' (from environment"),
-        ([], {"FLOWSENTINEL_SPARK__SHUFFLE_PARTITIONS": "0"}, "spark.shuffle_partitions: must be > 0"),
+        ([], {"FLOWSENTINEL_SPARK__SHUFFLE_PARTITIONS": "0"},
+         "config key spark.shuffle_partitions: must be >= 1, got 0"),
         (["kafka=1"], {}, "config key kafka: expected a table"),
         (["kafka.port"], {}, "--set expects section.key=value"),
     ],
@@ -56,3 +57,75 @@ def test_wrong_type_in_file_is_rejected(tmp_path: Path):
     user.write_text('[kafka]\npartitions = "two"\n')
     with pytest.raises(ConfigError, match="config key kafka.partitions: expected int, got str 'two'"):
         load_config(config_file=user, env={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("kafka.port=70000", "config key kafka.port: must be a port in [1, 65535], got 70000"),
+        ("kafka.bootstrap_servers=localhost", "config key kafka.bootstrap_servers: expected host:port"),
+        ("kafka.bootstrap_servers=a:1,b:99999", "config key kafka.bootstrap_servers: expected host:port"),
+        ("kafka.flows_topic=has space", "config key kafka.flows_topic: expected a Kafka topic name"),
+        ("kafka.retention_ms=0", "config key kafka.retention_ms: must be > 0 (or -1: keep forever), got 0"),
+        ("kafka.heap=lots", "config key kafka.heap: expected a JVM memory size such as 512m, got 'lots'"),
+        ("spark.log_level=LOUD", "config key spark.log_level: expected one of"),
+        ("model.arch=transformer", "config key model.arch: expected one of ['cnn_lstm', 'bilstm'], got 'transformer'"),
+        ("model.kernel_size=4", "config key model.kernel_size: must be odd and >= 1, got 4"),
+        ("model.dropout=1.0", "config key model.dropout: must be in [0, 1), got 1.0"),
+        ("model.threshold=1.5", "config key model.threshold: must be in [0, 1], got 1.5"),
+        ("model.device=gpu", "config key model.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("train.device=cuda:x", "config key train.device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+        ("train.learning_rate=0", "config key train.learning_rate: must be > 0, got 0.0"),
+        ("train.class_weighting=inverse", "config key train.class_weighting: expected one of"),
+        ("prep.feature_set=best", "config key prep.feature_set: unknown set 'best'; known ['all', 'paper13']"),
+        ("prep.sequence_length=0", "config key prep.sequence_length: must be >= 1, got 0"),
+        ("prep.sequence_key=label", "config key prep.sequence_key: expected one of"),
+        ("prep.split_mode=stratified", "config key prep.split_mode: expected one of ['hash', 'temporal', 'random']"),
+        ("prep.nonfinite_policy=zero", "config key prep.nonfinite_policy: expected one of ['impute', 'drop']"),
+        ("prep.train_fraction=0.9", "train_fraction + validation_fraction must be <= 1, got 0.9 + 0.15"),
+        ("stream.trigger_interval=soon", "config key stream.trigger_interval: expected a duration"),
+        ("stream.watermark_delay=10", "config key stream.watermark_delay: expected a duration"),
+        ("stream.host_window=1 fortnight", "config key stream.host_window: expected a duration"),
+        ("stream.starting_offsets=first", "config key stream.starting_offsets: expected earliest, latest or a JSON"),
+        ("stream.max_offsets_per_trigger=0", "config key stream.max_offsets_per_trigger: must be >= 1, got 0"),
+        ("stream.query_restarts=-1", "config key stream.query_restarts: must be >= 0, got -1"),
+    ],
+)
+def test_out_of_range_values_fail_at_start_naming_the_key(setting, message):
+    with pytest.raises(ConfigError) as err:
+        load_config([setting], env={})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("setting", [
+    "stream.trigger_interval=", "stream.trigger_interval=500 milliseconds", "stream.watermark_delay=1 hour 30 minutes",
+    "stream.host_window=2 Minutes", 'stream.starting_offsets={"flows":{"0":42}}', "kafka.retention_ms=-1",
+    "kafka.bootstrap_servers=b1.example:9093,10.0.0.2:9093", "model.device=cuda:1", "kafka.heap=2G",
+    "prep.train_fraction=0.85",
+])
+def test_values_in_range_are_accepted(setting):
+    key, value = setting.split("=", 1)
+    section, name = key.split(".")
+    got = load_config([setting], env={})[section][name]
+    assert str(got) == value or got == int(value)
+
+
+def test_every_declared_key_has_a_range_check():
+    from jobs.lib import config
+
+    declared = {k for k, _ in config._flatten(load_config(env={}).to_dict())
+                if k.split(".")[0] not in config.UNCHECKED_TABLES
+                and k.rsplit(".", 1)[-1] not in config.FREE_FORM_TABLES}
+    assert sorted(declared - set(config.RULES)) == []  # a new key in defaults.toml needs its rule in RULES
+    assert sorted(set(config.RULES) - declared) == []
+
+
+def test_kafka_client_values_keep_their_type(tmp_path: Path):
+    user = tmp_path / "secure.toml"
+    user.write_text('[kafka.client]\nsecurity_protocol = "SASL_SSL"\nssl_check_hostname = false\n'
+                    '[kafka.options]\n"sasl.jaas.config" = "x required;"\n')
+    cfg = load_config(["kafka.client.request_timeout_ms=5000", "kafka.client.sasl_plain_username=alice"],
+                      config_file=user, env={})
+    assert cfg.kafka.client.to_dict() == {"security_protocol": "SASL_SSL", "ssl_check_hostname": False,
+                                          "request_timeout_ms": 5000, "sasl_plain_username": "alice"}
+    assert cfg.kafka.options.to_dict() == {"sasl.jaas.config": "x required;"}

@@ -180,3 +180,23 @@ def test_missing_column_fails_before_any_work(tmp_path, spark):
     with pytest.raises(SchemaError, match=r"x\.csv: missing required column 'total_fwd_packets'"):
         job.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_output_and_staging_folders_it_did_not_make_are_refused(spark, shared_data, tmp_path, capsys):
+    from jobs.lib.outputs import OutputFolderError
+
+    data = tmp_path / "data"
+    write_quirk_files(shared_data, data)
+    mine = tmp_path / "mine"
+    for folder in (mine, tmp_path / "out", tmp_path / "scratch"):
+        folder.mkdir()
+        (folder / "train").mkdir()  # a name the job would replace
+        (folder / "train" / "keep.txt").write_text("keep me")
+    argv = ["--input", str(data), "--set", "spark.shuffle_partitions=2"]
+    assert job.main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert f"error: output folder {tmp_path / 'out'} is not empty" in capsys.readouterr().err
+    (mine / ".flowsentinel-output").write_text("")
+    with pytest.raises(OutputFolderError, match=f"output folder {tmp_path / 'scratch'} is not empty"):
+        job.prepare(spark, load_config([f"prep.staging_dir={tmp_path / 'scratch'}"], env={}), str(data), str(mine))
+    for folder in (mine, tmp_path / "out", tmp_path / "scratch"):
+        assert (folder / "train" / "keep.txt").read_text() == "keep me"

@@ -250,3 +250,29 @@ def test_limit_parameter_and_limit_clause_go_together():
     # run_query writes `limit` into "LIMIT :limit"; a query with one and not the other would ignore it silently.
     for name, query in sql.QUERIES.items():
         assert ("LIMIT :limit" in query.sql) == ("limit" in query.params), name
+
+
+def test_make_sql_takes_the_query_verbatim(spark, tmp_path):
+    """The README's `make sql` example with a backticked Delta path works, and neither make nor the shell runs a
+    `$(...)` or `$(shell ...)` inside the query: both stay text of string literals (one make run: one JVM)."""
+    import re
+    import subprocess
+
+    root = README.parent
+    out = tmp_path / "demo"
+    spark.createDataFrame([(7, "batch")], "batch_id long, note string").write.format("delta").save(
+        str(out / "tables" / "stream_progress"))
+    example = next(line for line in README.read_text().splitlines() if 'make sql Q="SELECT * FROM delta.' in line)
+    readme_query = re.search(r'make sql Q="(.*)"`', example).group(1).replace("\\`", "`")
+    assert readme_query == "SELECT * FROM delta.`OUT/tables/stream_progress`"
+    ran = tmp_path / "ran"
+    query = readme_query.replace("OUT/", f"{out}/").replace(
+        "SELECT *", f"SELECT *, '$(touch {ran}-shell)' AS a, '$(shell touch {ran}-make)' AS b")
+    # -o: the stamps count as up to date, so the test never re-runs setup or the Maven jar resolution.
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "-o", ".jars/.resolved", "sql", f"Q={query}",
+                           f"OUT={out}"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("ran*"))
+    row = next(line for line in done.stdout.splitlines() if line.startswith("|7 "))
+    assert [cell.strip() for cell in row.strip().strip("|").split("|")] == [
+        "7", "batch", f"$(touch {ran}-shell)", f"$(shell touch {ran}-make)"], done.stdout

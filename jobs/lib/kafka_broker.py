@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from base64 import urlsafe_b64encode
+from collections.abc import Mapping
 from pathlib import Path
 
 from jobs.lib.config import Config, add_config_args, conf_dir, load_config
@@ -64,13 +65,22 @@ def _alive(pid: int) -> bool:
 
 
 class LocalBroker:
+    """One KRaft node. With `sasl_users` (name -> password) it also listens on `sasl_port` with SASL/PLAIN over
+    plain TCP, so a secured client setup (conf [kafka.options] and [kafka.client]) can be tested for real; the
+    PLAINTEXT listener stays for the broker's own readiness checks."""
+
     def __init__(self, port: int, controller_port: int, data_dir: str | Path, heap: str = "512m",
-                 start_timeout_s: float = 90) -> None:
+                 start_timeout_s: float = 90, sasl_port: int | None = None,
+                 sasl_users: Mapping[str, str] | None = None) -> None:
+        if (sasl_port is None) != (sasl_users is None):
+            raise ValueError("sasl_port and sasl_users go together")
         self.port = port
         self.controller_port = controller_port
         self.data_dir = Path(data_dir).resolve()
         self.heap = heap
         self.start_timeout_s = start_timeout_s
+        self.sasl_port = sasl_port
+        self.sasl_users = dict(sasl_users or {})
 
     @classmethod
     def from_config(cls, cfg: Config) -> LocalBroker:
@@ -82,6 +92,27 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"localhost:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        if self.sasl_port is None:
+            raise BrokerError("this broker has no SASL listener (give sasl_port and sasl_users)")
+        return f"localhost:{self.sasl_port}"
+
+    def _listener_properties(self) -> list[str]:
+        listeners = [f"PLAINTEXT://localhost:{self.port}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        extra = []
+        if self.sasl_port is not None:
+            listeners.append(f"SASL_PLAINTEXT://localhost:{self.sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            extra = ["sasl.enabled.mechanisms=PLAIN",
+                     "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                     f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"]
+        return [f"listeners={','.join(listeners)},CONTROLLER://localhost:{self.controller_port}",
+                f"advertised.listeners={','.join(listeners)}",
+                f"listener.security.protocol.map={','.join(protocols)}", *extra]
 
     @property
     def pid_file(self) -> Path:
@@ -108,11 +139,9 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@localhost:{self.controller_port}",
-                    f"listeners=PLAINTEXT://localhost:{self.port},CONTROLLER://localhost:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+                    *self._listener_properties(),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -152,7 +181,7 @@ class LocalBroker:
         if pid is not None:
             self.wait_ready()
             return pid
-        for p in (self.port, self.controller_port):
+        for p in (self.port, self.controller_port, *([self.sasl_port] if self.sasl_port else [])):
             if port_in_use(p):
                 raise BrokerError(f"port {p} is already in use by another process: stop it or choose another "
                                   f"port (kafka.port / kafka.controller_port, or KAFKA_PORT for make)")
@@ -233,7 +262,8 @@ def ensure_topics(bootstrap: str, cfg: Config, topics: list[str] | None = None) 
     from kafka.errors import TopicAlreadyExistsError
 
     names = topics or [cfg.kafka.flows_topic, cfg.kafka.alerts_topic]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin = KafkaAdminClient(**{**cfg.kafka.client.to_dict(), "bootstrap_servers": bootstrap,
+                                "request_timeout_ms": 15000})
     created = []
     try:
         existing = set(admin.list_topics())

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 BROKER_ATTEMPTS = 3
 BROKER_TIMEOUT_S = 5.0
@@ -21,20 +22,23 @@ class PreflightError(RuntimeError):
     """A resource the job needs is unusable; the message names it."""
 
 
-def check_broker(bootstrap: str, options: Mapping[str, str], attempts: int = BROKER_ATTEMPTS,
+def check_broker(bootstrap: str, options: Mapping[str, Any], attempts: int = BROKER_ATTEMPTS,
                  timeout_s: float = BROKER_TIMEOUT_S, backoff_s: float = BROKER_BACKOFF_S) -> None:
     """Ask the brokers for their topics, `attempts` times at most; raise PreflightError when none answers.
 
-    `options` are the kafka.options of conf (SASL/SSL), in Kafka's dotted spelling."""
+    `options` are conf [kafka.client] (SASL/SSL): kafka-python keyword arguments, as replay and the consumer use.
+    Spark's [kafka.options] (Java names: sasl.jaas.config, ssl.truststore.location) have no kafka-python
+    equivalent by renaming, so the check never reads them."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    client_options = {k.replace(".", "_"): v for k, v in options.items()}
+    client_options = dict(options)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                     bootstrap_timeout_ms=int(timeout_s * 1000), **client_options)
+            consumer = KafkaConsumer(**{**client_options, "bootstrap_servers": bootstrap,
+                                        "request_timeout_ms": int(timeout_s * 1000),
+                                        "bootstrap_timeout_ms": int(timeout_s * 1000)})
             try:
                 consumer.topics()
             finally:
@@ -46,7 +50,7 @@ def check_broker(bootstrap: str, options: Mapping[str, str], attempts: int = BRO
                 time.sleep(backoff_s * attempt)
     detail = str(last) if type(last).__name__ in str(last) else f"{type(last).__name__}: {last}"
     raise PreflightError(f"Kafka broker {bootstrap} unreachable after {attempts} attempts ({detail}); "
-                         f"check kafka.bootstrap_servers and kafka.options")
+                         f"check kafka.bootstrap_servers and kafka.client")
 
 
 def check_writable(folder: str) -> None:

@@ -2,7 +2,15 @@
 
 import pytest
 
-from schemas.labels import ATTACK_TYPES, BENIGN, LABEL_MAP, canonical_attack_type, is_attack
+from schemas.labels import (
+    ATTACK_TYPES,
+    BENIGN,
+    FAMILIES,
+    LABEL_MAP,
+    canonical_attack_type,
+    family_of,
+    is_attack,
+)
 
 SPELLINGS = [
     ("BENIGN", "BENIGN"),
@@ -28,8 +36,12 @@ SPELLINGS = [
     ("Infilteration", "Infiltration"),
     ("Heartbleed", "Heartbleed"),
     ("Normal", None),
-    ("DoS", None),
-    ("Web Attack", None),
+    ("DoS", "DoS"),  # grouped copies label by family
+    ("BruteForce", "Brute Force"),
+    ("WebAttack", "Web Attack"),
+    ("Web Attack", "Web Attack"),
+    ("Brute-Force", "Brute Force"),
+    ("DoS attack", None),
     ("", None),
     ("  ", None),
     (None, None),
@@ -43,8 +55,9 @@ def test_canonical_attack_type(raw, canonical):
 
 def test_label_map_is_fixed_with_benign_first():
     assert ATTACK_TYPES[0] == BENIGN
-    assert len(ATTACK_TYPES) == 15 and len(set(ATTACK_TYPES)) == 15
+    assert len(ATTACK_TYPES) == 18 and len(set(ATTACK_TYPES)) == 18
     assert LABEL_MAP["Heartbleed"] == 14 and LABEL_MAP["DDoS"] == 5
+    assert [LABEL_MAP[f] for f in ("DoS", "Brute Force", "Web Attack")] == [15, 16, 17]  # appended
     assert [is_attack(t) for t in ("BENIGN", "DDoS", "Bot")] == [0, 1, 1]
 
 
@@ -57,3 +70,13 @@ def test_spark_mapping_agrees_with_python(spark):
     expected_binary = [None if c is None else int(c != BENIGN) for _, c in SPELLINGS]
     assert [r["is_attack"] for r in labelled] == expected_binary
     assert dict(with_labels(spark.createDataFrame([("x",)], "label string")).dtypes)["is_attack"] == "int"
+
+
+def test_every_type_has_a_family():
+    assert FAMILIES == ["BENIGN", "DDoS", "DoS", "PortScan", "Web Attack", "Brute Force", "Bot", "Infiltration"]
+    assert {t: family_of(t) for t in ATTACK_TYPES} == {
+        "BENIGN": "BENIGN", "DoS Hulk": "DoS", "DoS GoldenEye": "DoS", "DoS slowloris": "DoS",
+        "DoS Slowhttptest": "DoS", "DDoS": "DDoS", "PortScan": "PortScan", "FTP-Patator": "Brute Force",
+        "SSH-Patator": "Brute Force", "Bot": "Bot", "Web Attack Brute Force": "Web Attack",
+        "Web Attack XSS": "Web Attack", "Web Attack Sql Injection": "Web Attack", "Infiltration": "Infiltration",
+        "Heartbleed": "DoS", "DoS": "DoS", "Brute Force": "Brute Force", "Web Attack": "Web Attack"}

@@ -420,6 +420,32 @@ def split_metrics(model: nn.Module, split: SplitArrays, label_map: list[str], th
     return detection_report(split.is_attack, prob, names[split.attack_type], names[type_idx], threshold)
 
 
+def choose_threshold(model: nn.Module, validation: SplitArrays, cfg: Config,
+                     device: torch.device) -> tuple[float, dict[str, Any]]:
+    """The decision threshold: the lowest whose false-positive rate on the validation split's benign flows is
+    within train.fpr_budget (models.metrics.threshold_for_fpr); train.fpr_budget = 0 keeps model.threshold.
+
+    Chosen on validation only, so the test split measures what the budget costs. Returns the threshold and a
+    record for the manifest: the budget, the validation benign count, and the validation FPR and recall at the
+    chosen threshold and at model.threshold (what the choice gained or cost).
+    """
+    from models.metrics import binary_metrics, threshold_for_fpr
+
+    budget = float(cfg.train.fpr_budget)
+    prob, _ = score(model, validation.features, validation.mask, cfg.model.threshold, device,
+                    cfg.model.batch_size)
+    benign = prob[validation.is_attack == 0]
+    threshold = threshold_for_fpr(benign, budget) if budget > 0 and len(benign) else float(cfg.model.threshold)
+    at = {t: binary_metrics(validation.is_attack, prob, t) for t in (threshold, float(cfg.model.threshold))}
+    return threshold, {
+        "fpr_budget": budget, "validation_benign": int(len(benign)), "threshold": threshold,
+        "validation_fpr": at[threshold]["false_positive_rate"], "validation_recall": at[threshold]["recall"],
+        "default_threshold": float(cfg.model.threshold),
+        "validation_fpr_at_default": at[float(cfg.model.threshold)]["false_positive_rate"],
+        "validation_recall_at_default": at[float(cfg.model.threshold)]["recall"],
+    }
+
+
 def configure_torch(cfg: Config) -> torch.device:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -437,16 +463,18 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
     torch.manual_seed(cfg.train.seed)
     model = build_model(arch, config)
     result = fit(model, data.splits["train"], data.splits["validation"], cfg, device, max_epochs, max_batches)
-    metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, cfg.model.threshold, device,
+    threshold, threshold_choice = choose_threshold(result.model, data.splits["validation"], cfg, device)
+    metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, threshold, device,
                                 cfg.model.batch_size)
                for s in ("validation", "test")}
+    metrics["threshold_choice"] = threshold_choice
     settings = {k: cfg.train[k] for k in ("seed", "batch_size", "learning_rate", "weight_decay", "max_epochs",
                                           "patience", "min_delta", "lr_decay_factor", "lr_decay_patience",
-                                          "class_weighting", "type_loss_weight",
+                                          "class_weighting", "type_loss_weight", "fpr_budget",
                                           "threads", "amp")}
     spec = ModelSpec(
         arch=arch, features=data.features, label_map=data.label_map,
-        normalization_json=data.normalization_json, sequence=data.sequence, threshold=cfg.model.threshold,
+        normalization_json=data.normalization_json, sequence=data.sequence, threshold=threshold,
         training_data=data.fingerprint, metrics=metrics,
         training={"settings": settings, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1),

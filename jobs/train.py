@@ -467,7 +467,6 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
     metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, threshold, device,
                                 cfg.model.batch_size)
                for s in ("validation", "test")}
-    metrics["threshold_choice"] = threshold_choice
     settings = {k: cfg.train[k] for k in ("seed", "batch_size", "learning_rate", "weight_decay", "max_epochs",
                                           "patience", "min_delta", "lr_decay_factor", "lr_decay_patience",
                                           "class_weighting", "type_loss_weight", "fpr_budget",
@@ -478,6 +477,7 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
         training_data=data.fingerprint, metrics=metrics,
         training={"settings": settings, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1),
+                  "threshold_choice": threshold_choice,
                   "device": result.device, "torch_threads": torch.get_num_threads(),
                   "parameters": sum(p.numel() for p in result.model.parameters())},
         history=result.history,
@@ -534,8 +534,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"model": str(folder), "model_version": manifest["model_version"],
                       "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1),
+                      "threshold": manifest["threshold"],
                       "test": {k: test_metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1",
-                                                             "false_positive_rate", "roc_auc", "macro_f1")}},
+                                                             "false_positive_rate", "roc_auc", "macro_f1",
+                                                             "family_macro_f1", "per_type_detection")}},
                      indent=2))
     return 0
 

@@ -80,12 +80,22 @@ class PiecewiseLinearEmbedding(BinEncoding):
         self.bias = nn.Parameter(torch.zeros(width))
         nn.init.normal_(self.weight, std=1.0 / float(np.sqrt(n_features * n_bins)))
 
-    def table(self) -> torch.Tensor:
-        """(2 * F * n_bins, D): rows A[f, k] (the constant part) then rows B[f, k] (the slope)."""
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F * n_bins, D) each: A[f, k], the constant part, and B[f, k] = 2 W[f, k], the slope.
+
+        Rebuilt from W on every forward while gradients are on; under no_grad / inference_mode they are kept
+        until W changes (its version counter), so scoring does not rebuild them per batch."""
+        version = self.weight._version
+        cached = getattr(self, "_tables", None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == version:
+            return cached[1], cached[2]
         w = self.weight  # (F, n, D)
         below = torch.cumsum(w, dim=1) - w  # sum over bins i < k
-        a = 2.0 * below - w.sum(dim=1, keepdim=True)  # bins < k: +W, bin k: -W + 2 t W, bins > k: -W
-        return torch.cat([a.flatten(0, 1), (2.0 * w).flatten(0, 1)])
+        a = (2.0 * below - w.sum(dim=1, keepdim=True)).flatten(0, 1)  # bins < k: +W, k: -W + 2tW, > k: -W
+        b = (2.0 * w).flatten(0, 1)
+        if not torch.is_grad_enabled():
+            self._tables = (version, a, b)
+        return a, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (..., F) -> (..., D)
@@ -97,10 +107,11 @@ class PiecewiseLinearEmbedding(BinEncoding):
         hi = self.edges.gather(1, k + 1)
         t = ((flat - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)  # (F, N)
         offset = (torch.arange(n_features, device=x.device) * self.n_bins).unsqueeze(1)  # (F, 1)
-        rows = (k + offset).transpose(0, 1)  # (N, F)
-        index = torch.cat([rows, rows + n_features * self.n_bins], dim=1)  # (N, 2F)
-        weights = torch.cat([torch.ones_like(t), t]).transpose(0, 1).to(self.weight.dtype)  # (N, 2F)
-        out = F.embedding_bag(index, self.table(), mode="sum", per_sample_weights=weights)  # (N, D)
+        rows = (k + offset).transpose(0, 1).contiguous()  # (N, F)
+        a, b = self.tables()
+        out = F.embedding_bag(rows, a, mode="sum")  # (N, D): sum over f of A[f, k_f]
+        out = out + F.embedding_bag(rows, b, mode="sum",
+                                    per_sample_weights=t.transpose(0, 1).contiguous().to(b.dtype))
         return (out + self.bias).reshape(*lead, self.width)
 
 

@@ -171,6 +171,15 @@ def test_piecewise_linear_embedding_is_the_bin_encoding_times_a_matrix():
     x[0, 0, 0] = float(embed.edges[0, 3])  # exactly on an edge
     dense = BinEncoding.forward(embed, x) @ embed.weight.reshape(40, 4) + embed.bias  # (B, T, D)
     torch.testing.assert_close(embed(x), dense, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # scoring keeps the tables until the weights change
+        torch.testing.assert_close(embed(x), dense.detach(), atol=1e-5, rtol=1e-5)
+        cached = embed.tables()[0]
+        assert embed.tables()[0] is cached
+    with torch.no_grad():
+        embed.weight.mul_(2.0)
+        assert embed.tables()[0] is not cached
+        torch.testing.assert_close(embed(x) - embed.bias, 2.0 * (dense.detach() - embed.bias), atol=1e-5,
+                                   rtol=1e-5)
     embed(x).sum().backward()
     assert embed.weight.grad is not None and embed.weight.grad.abs().sum() > 0
 

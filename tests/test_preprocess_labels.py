@@ -80,3 +80,17 @@ def test_every_type_has_a_family():
         "SSH-Patator": "Brute Force", "Bot": "Bot", "Web Attack Brute Force": "Web Attack",
         "Web Attack XSS": "Web Attack", "Web Attack Sql Injection": "Web Attack", "Infiltration": "Infiltration",
         "Heartbleed": "DoS", "DoS": "DoS", "Brute Force": "Brute Force", "Web Attack": "Web Attack"}
+
+
+def test_grouped_78_column_file_reads_with_family_labels(spark, shared_data):
+    """The 78-column copy (no Destination Port, labels by family) goes through the one reading path."""
+    from pyspark.sql import functions as F
+
+    from jobs.lib import preprocess as pp
+
+    flows = pp.with_labels(pp.read_flows(spark, shared_data.parent / "cicids2017-grouped"))
+    counts = {r["attack_type"]: r["count"] for r in flows.groupBy("attack_type").count().collect()}
+    assert counts == {"Bot": 1465, "DoS": 718, "Brute Force": 419, "BENIGN": 170, "Infiltration": 25}
+    assert flows.where(F.col("dst_port").isNotNull() | F.col("src_ip").isNotNull()).count() == 0
+    first = flows.where(F.col("source_row") == 1).select("flow_duration", "label", "is_attack").first()
+    assert (first["flow_duration"], first["label"], first["is_attack"]) == (3.0, "Bot", 1)

@@ -88,12 +88,19 @@ COMPARE_OUT ?= out/compare
 ARCH ?= cnn_lstm
 THREADS ?= 2
 
-train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(DATA) into $(PREP_OUT), train the default model into $(MODEL_OUT) (ARCH=cnn_lstm|bilstm)
-	$(PY) -m jobs.prepare_training_data --input $(DATA) --output $(PREP_OUT)
+# Both shared folders: the 79/85-column files and the 78-column one with family labels (every attack family).
+TRAIN_DATA ?= ../shared/data/cicids2017*/*.csv
+COMPARE_SEEDS ?= 3
+COMPARE_FOLDS ?= 3
+COMPARE_SETS ?= --set train.max_epochs=40
+
+train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(TRAIN_DATA) into $(PREP_OUT), train the default model into $(MODEL_OUT) (ARCH=cnn_lstm|bilstm)
+	$(PY) -m jobs.prepare_training_data --input '$(TRAIN_DATA)' --output $(PREP_OUT)
 	$(PY) -m jobs.train --data $(PREP_OUT) --out $(MODEL_OUT) --arch $(ARCH)
 
-compare: $(STAMP_VENV) $(STAMP_JARS) ## CNN+LSTM vs Bi-LSTM vs random forest, T, features, splits -> models/COMPARISON.md
-	$(PY) -m jobs.compare_models --data $(DATA) --out $(COMPARE_OUT) --report models/COMPARISON.md
+compare: $(STAMP_VENV) $(STAMP_JARS) ## CNN+LSTM vs Bi-LSTM vs forest, COMPARE_SEEDS x COMPARE_FOLDS cross-validated on $(TRAIN_DATA) -> models/COMPARISON.md
+	$(PY) -m jobs.compare_models --data '$(TRAIN_DATA)' --out $(COMPARE_OUT) --report models/COMPARISON.md \
+		--seeds $(COMPARE_SEEDS) --folds $(COMPARE_FOLDS) $(COMPARE_SETS)
 
 bench-cuda: $(STAMP_VENV) ## CUDA vs CPU on the same batches: scoring UDF, raw forward, AMP training -> $(BENCH_OUT)/cuda.json (needs a GPU)
 	$(PY) -m jobs.bench_cuda --model $(MODEL_OUT) --threads $(THREADS) --out $(BENCH_OUT)/cuda.json

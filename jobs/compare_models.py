@@ -1,24 +1,32 @@
-"""The honest comparison: CNN+LSTM vs Bi-LSTM vs a tree baseline, T=1 vs T>1, paper13 vs all features, and
-the leakage-aware split vs a random one, each on the test split of its own preparation.
+"""The honest comparison: CNN+LSTM vs Bi-LSTM vs a random forest, cross-validated over seeds and folds of the
+leakage-aware split, on every shared flow.
 
-    .venv/bin/python -m jobs.compare_models --data ../shared/data/cicids2017 --out out/compare \
-        --report models/COMPARISON.md
+    .venv/bin/python -m jobs.compare_models --data '../shared/data/cicids2017*/*.csv' --out out/compare \
+        --report models/COMPARISON.md [--seeds 3] [--folds 3] [--set train.max_epochs=40]
 
-For every variant it runs the batch preparation (jobs.prepare_training_data, a subprocess with the variant's
---set flags), trains the models of that variant with jobs.train's code and the [train]/[model] config, fits a
-scikit-learn random forest on the same arrays (the sequence flattened to T*F values plus the mask), and
-scores all of them on the variant's test split with models.metrics. Results go to OUT/results.json and into
-the generated block of the markdown report (between the results markers; the text around it is kept).
+The batch preparation (jobs.prepare_training_data, a subprocess) runs once; its three splits are pooled and
+cut again into `--folds` folds per seed by the hash of the feature vector (rounded z-scores), so identical
+vectors always share a fold, as in the preparation's own split. For each seed and fold the held-out fold is the
+test set; of the other folds' vector groups 15% (by a second hash) are the validation set, on which the neural
+models stop early and choose their decision threshold (train.fpr_budget), and the rest train. Nothing about a
+test fold is seen before it is scored. The neural models use jobs.train's code and the [train]/[model] config
+(the seed also sets their initialisation); the forest (200 trees, scikit-learn) fits train + validation and
+decides at model.threshold. Every model of one seed and fold sees the same rows.
+
+Results go to OUT/results.json (one row per model, seed and fold; a rerun skips rows already there) and, as
+means and spreads, into the generated block of the markdown report (between the results markers; the text
+around it is kept). Size: 3 seeds x 3 folds on the 18,778 shared flows train 18 networks; on 2 shared CPU cores
+budget about 2 minutes per network with train.max_epochs=40 (OUT/results.json records each run's seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,45 +36,58 @@ from jobs.lib.config import Config, add_config_args, load_config
 from models.metrics import detection_report
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+MODELS = ("cnn_lstm", "bilstm", "random_forest")
+VALIDATION_SHARE = 0.15
+# Detection rates the issue sets targets on, beside the family macro F1 of the type head.
+WATCHED = ("Web Attack Brute Force", "DoS", "Brute Force", "Bot")
 
 
-@dataclass
-class Variant:
-    name: str
-    prep: dict[str, Any]  # prep.* overrides
-    models: list[str]
-    purpose: str
-    extra: dict[str, Any] = field(default_factory=dict)  # other config overrides for the neural models
-
-
-VARIANTS = [
-    Variant("all-T1-hash", {"feature_set": "all", "sequence_length": 1, "split_mode": "hash"},
-            ["cnn_lstm", "bilstm", "random_forest"], "architectures on the leakage-aware split"),
-    Variant("paper13-T1-hash", {"feature_set": "paper13", "sequence_length": 1, "split_mode": "hash"},
-            ["cnn_lstm", "random_forest"], "paper13 vs all"),
-    Variant("all-T4-hash", {"feature_set": "all", "sequence_length": 4, "split_mode": "hash"},
-            ["cnn_lstm", "bilstm", "random_forest"], "T=1 vs T>1 (key src_ip, file order without IPs)"),
-    Variant("all-T1-random", {"feature_set": "all", "sequence_length": 1, "split_mode": "random"},
-            ["cnn_lstm", "random_forest"], "random vs leakage-aware split"),
-    Variant("all-T1-hash-drop", {"feature_set": "all", "sequence_length": 1, "split_mode": "hash",
-                                 "nonfinite_policy": "drop"},
-            ["cnn_lstm", "random_forest"], "Infinity/NaN rates dropped instead of imputed"),
-]
-
-
-def prepare(variant: Variant, data: str, out: Path, config_file: str | None) -> Path:
-    target = out / "prepared" / variant.name
+def prepare(data: str, out: Path, config_file: str | None, sets: list[str]) -> Path:
+    target = out / "prepared"
     if (target / "prep_report.json").is_file():
-        return target  # prepared by an earlier run with the same name: reuse (delete OUT to redo)
-    sets = [f"prep.{k}={v}" for k, v in variant.prep.items()]
+        return target  # prepared by an earlier run: reuse (delete OUT to redo)
     cmd = [sys.executable, "-m", "jobs.prepare_training_data", "--input", data, "--output", str(target)]
     for item in sets:
-        cmd += ["--set", item]
+        if item.startswith("prep."):
+            cmd += ["--set", item]
     if config_file:
         cmd += ["--config", config_file]
-    print(f"[{variant.name}] preparing: {' '.join(cmd[1:])}", file=sys.stderr)
+    print(f"preparing: {' '.join(cmd[1:])}", file=sys.stderr)
     subprocess.run(cmd, check=True)
     return target
+
+
+def vector_groups(features: np.ndarray) -> np.ndarray:
+    """(N,) uint64 id per row: a hash of its (T, F) features rounded to 5 decimals (equal vectors, equal id)."""
+    rounded = np.round(np.asarray(features, dtype=np.float64).reshape(len(features), -1), 5) + 0.0
+    return np.asarray([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+                       for row in rounded], dtype=np.uint64)
+
+
+def _uniform(groups: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """A pseudo-random number in [0, 1) per group id, fixed by (seed, salt)."""
+    mixed = groups ^ np.uint64((seed * 1_000_003 + salt * 7919) & 0xFFFFFFFFFFFFFFFF)
+    mixed = (mixed * np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    mixed ^= mixed >> np.uint64(29)
+    mixed = (mixed * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    mixed ^= mixed >> np.uint64(32)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def fold_indices(groups: np.ndarray, seed: int, folds: int, fold: int) -> dict[str, np.ndarray]:
+    """Row indices of train / validation / test for one seed and fold; a vector group never straddles two."""
+    fold_of = np.minimum((_uniform(groups, seed, 0) * folds).astype(np.int64), folds - 1)
+    in_validation = _uniform(groups, seed, 1) < VALIDATION_SHARE
+    test = fold_of == fold
+    return {"train": np.flatnonzero(~test & ~in_validation), "validation": np.flatnonzero(~test & in_validation),
+            "test": np.flatnonzero(test)}
+
+
+def _subset(split: Any, idx: np.ndarray) -> Any:
+    from jobs.train import SplitArrays
+
+    return SplitArrays(np.asarray(split.features[idx]), split.mask[idx], split.is_attack[idx],
+                       split.attack_type[idx], "")
 
 
 def flatten(split: Any) -> np.ndarray:
@@ -75,66 +96,86 @@ def flatten(split: Any) -> np.ndarray:
     return np.concatenate([np.asarray(split.features).reshape(n, -1), split.mask.astype(np.float32)], axis=1)
 
 
-def run_forest(data: Any, cfg: Config) -> dict[str, Any]:
+def run_forest(parts: dict[str, Any], label_map: list[str], cfg: Config, seed: int) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    train, test = data.splits["train"], data.splits["test"]
-    forest = RandomForestClassifier(n_estimators=200, n_jobs=max(cfg.train.threads, 1),
-                                    random_state=cfg.train.seed)
+    train = np.concatenate([flatten(parts["train"]), flatten(parts["validation"])])
+    types = np.concatenate([parts["train"].attack_type, parts["validation"].attack_type])
+    forest = RandomForestClassifier(n_estimators=200, n_jobs=max(cfg.train.threads, 1), random_state=seed)
     started = time.monotonic()
-    forest.fit(flatten(train), train.attack_type)
+    forest.fit(train, types)
     seconds = time.monotonic() - started
+    test = parts["test"]
     proba = forest.predict_proba(flatten(test))  # (N, classes seen in train)
     classes = list(forest.classes_)
-    benign_col = classes.index(0)
-    attack_prob = 1.0 - proba[:, benign_col]
+    attack_prob = 1.0 - proba[:, classes.index(0)]
     attack_cols = [i for i, c in enumerate(classes) if c != 0]
     best_attack = np.asarray(classes)[attack_cols][proba[:, attack_cols].argmax(axis=1)]
-    pred = np.where(attack_prob >= cfg.model.threshold, best_attack, 0)
-    names = np.asarray(data.label_map, dtype=object)
-    report = detection_report(test.is_attack, attack_prob, names[test.attack_type], names[pred],
-                              cfg.model.threshold)
-    return {**report, "train_seconds": round(seconds, 1), "epochs": None}
+    threshold = float(cfg.model.threshold)
+    pred = np.where(attack_prob >= threshold, best_attack, 0)
+    names = np.asarray(label_map, dtype=object)
+    report = detection_report(test.is_attack, attack_prob, names[test.attack_type], names[pred], threshold)
+    return {**report, "threshold": threshold, "train_seconds": round(seconds, 1), "epochs": None}
 
 
-def run_neural(data: Any, cfg: Config, arch: str, out: Path) -> dict[str, Any]:
-    from jobs.train import configure_torch, train_and_save
+def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: str) -> dict[str, Any]:
+    import torch
+
+    from jobs.train import build_model, choose_threshold, configure_torch, fit, model_config, split_metrics
 
     device = configure_torch(cfg)
-    folder, result = train_and_save(data, cfg, arch, out, device)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return {**manifest["metrics"]["test"], "train_seconds": round(result.seconds, 1),
-            "epochs": f"{result.best_epoch}/{result.epochs_run}", "model_dir": str(folder)}
+    train = parts["train"]
+    config = model_config(cfg, arch, train.features.shape[2], train.features.shape[1], len(label_map))
+    torch.manual_seed(cfg.train.seed)
+    result = fit(build_model(arch, config), train, parts["validation"], cfg, device)
+    threshold, _ = choose_threshold(result.model, parts["validation"], cfg, device)
+    report = split_metrics(result.model, parts["test"], label_map, threshold, device, cfg.model.batch_size)
+    return {**report, "threshold": threshold, "train_seconds": round(result.seconds, 1),
+            "epochs": f"{result.best_epoch}/{result.epochs_run}"}
 
 
-COLUMNS = [("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
-           ("false_positive_rate", "FPR"), ("macro_f1", "type macro F1")]
+def _errors(r: dict[str, Any]) -> tuple[int, int]:
+    (_, fp), (fn, _) = r["confusion_matrix"]
+    return fp, fn
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    head = ("| variant | features | T | split | model | test n | "
-            + " | ".join(label for _, label in COLUMNS) + " | train s | best/run epochs |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for r in results:
-        cells = [r["variant"], r["feature_set"], str(r["seq_len"]), r["split_mode"], r["model"], str(r["n"])]
-        cells += [f"{100 * r[k]:.2f}%" if k != "macro_f1" else f"{r[k]:.3f}" for k, _ in COLUMNS]
-        cells += [str(r["train_seconds"]), str(r["epochs"] or "-")]
+def _spread(values: list[float], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    a = np.asarray(values, dtype=np.float64) * scale
+    return f"{a.mean():.{digits}f}{unit} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def markdown_tables(results: list[dict[str, Any]]) -> str:
+    models = [m for m in MODELS if any(r["model"] == m for r in results)]
+    head = ["model", "runs", "test n", "accuracy", "FPR", "FP + FN", *(f"detected: {t}" for t in WATCHED),
+            "family macro F1", "threshold", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for model in models:
+        rows = [r for r in results if r["model"] == model]
+        fp, fn = zip(*(_errors(r) for r in rows), strict=True)
+        cells = [model, str(len(rows)), f"{np.mean([r['n'] for r in rows]):.0f}",
+                 _spread([r["accuracy"] for r in rows], 100, 2, "%"),
+                 _spread([r["false_positive_rate"] for r in rows], 100, 3, "%"),
+                 f"{np.mean(fp):.1f} + {np.mean(fn):.1f}"]
+        cells += [_spread([r["per_type_detection"].get(t, float("nan")) for r in rows], 100, 1, "%")
+                  for t in WATCHED]
+        cells += [_spread([r["family_macro_f1"] for r in rows], 1, 3),
+                  f"{np.median([r['threshold'] for r in rows]):.4g}",
+                  f"{np.mean([r['train_seconds'] for r in rows]):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Per attack type (test recall / F1):")
-    lines.append("")
-    types = sorted({t for r in results for t in r["per_type"]})
-    lines.append("| variant | model | " + " | ".join(types) + " |")
-    lines.append("|" + " --- |" * (len(types) + 2))
-    for r in results:
-        cells = [f"{r['per_type'][t]:.3f} / {r['per_type_f1'][t]:.3f}" if t in r["per_type"] else "-"
-                 for t in types]
-        lines.append(f"| {r['variant']} | {r['model']} | " + " | ".join(cells) + " |")
+    lines += ["", "Detection per true type and family (share flagged as attacks; mean over runs):", ""]
+    names = sorted({t for r in results for t in r["per_type_detection"]})
+    lines.append("| model | " + " | ".join(names) + " |")
+    lines.append("|" + " --- |" * (len(names) + 1))
+    for model in models:
+        rows = [r for r in results if r["model"] == model]
+        cells = [f"{100 * np.mean([r['per_type_detection'][t] for r in rows if t in r['per_type_detection']]):.1f}%"
+                 for t in names]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_report(path: Path, results: list[dict[str, Any]], header: str) -> None:
-    block = f"{START}\n{header}\n\n{markdown_table(results)}\n{END}"
+    block = f"{START}\n{header}\n\n{markdown_tables(results)}\n{END}"
     if path.is_file() and START in (text := path.read_text()) and END in text:
         before, rest = text.split(START, 1)
         after = rest.split(END, 1)[1]
@@ -147,49 +188,62 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="raw CICFlowMeter CSV folder/file/glob")
-    parser.add_argument("--out", required=True, help="working folder (prepared tables, models, results.json)")
+    parser.add_argument("--out", required=True, help="working folder (prepared tables, results.json)")
     parser.add_argument("--report", help="markdown report to update (e.g. models/COMPARISON.md)")
-    parser.add_argument("--only", action="append", default=[], help="run only these variant names")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = load_config(args.sets, args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(args.data, out, args.config, list(args.sets))
 
     from jobs.lib.spark import build_session
-    from jobs.train import load_prepared
+    from jobs.train import SPLITS, load_prepared
 
+    spark = build_session(cfg, app_name="flowsentinel-compare")
+    data = load_prepared(spark, prepared, cfg, out / "scratch")
+    pooled = _subset(data.splits["train"], np.arange(len(data.splits["train"])))
+    for name in SPLITS[1:]:
+        s = data.splits[name]
+        pooled.features = np.concatenate([pooled.features, np.asarray(s.features)])
+        pooled.mask = np.concatenate([pooled.mask, s.mask])
+        pooled.is_attack = np.concatenate([pooled.is_attack, s.is_attack])
+        pooled.attack_type = np.concatenate([pooled.attack_type, s.attack_type])
+    groups = vector_groups(pooled.features)
     results_path = out / "results.json"
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
-    spark = None
-    for variant in VARIANTS:
-        if args.only and variant.name not in args.only:
-            continue
-        prepared = prepare(variant, args.data, out, args.config)
-        spark = spark or build_session(cfg, app_name="flowsentinel-compare")
-        vcfg = load_config([*args.sets, *(f"prep.{k}={v}" for k, v in variant.prep.items())], args.config)
-        data = load_prepared(spark, prepared, vcfg, out / "scratch")
-        for model in variant.models:
-            print(f"[{variant.name}] {model} on {data.fingerprint['rows']}", file=sys.stderr)
-            if model == "random_forest":
-                metrics = run_forest(data, vcfg)
-            else:
-                metrics = run_neural(data, vcfg, model, out / "models" / f"{variant.name}-{model}")
-            row = {"variant": variant.name, "model": model, "purpose": variant.purpose,
-                   "feature_set": variant.prep["feature_set"], "seq_len": variant.prep["sequence_length"],
-                   "split_mode": variant.prep["split_mode"], "rows": data.fingerprint["rows"], **metrics}
-            results = [r for r in results if (r["variant"], r["model"]) != (variant.name, model)] + [row]
-            results_path.write_text(json.dumps(results, indent=1))
-            print(json.dumps({k: row.get(k) for k in ("variant", "model", "accuracy", "false_positive_rate",
-                                                      "macro_f1", "train_seconds")}), file=sys.stderr)
-    order = {(v.name, m): 10 * i + j for i, v in enumerate(VARIANTS) for j, m in enumerate(v.models)}
-    results.sort(key=lambda r: order.get((r["variant"], r["model"]), 1_000))
+    done = {(r["model"], r["seed"], r["fold"]) for r in results}
+    models = [m for m in args.models.split(",") if m]
+    for seed in range(args.seeds):
+        run_cfg = load_config([*args.sets, f"train.seed={cfg.train.seed + seed}"], args.config)
+        for fold in range(args.folds):
+            idx = fold_indices(groups, seed, args.folds, fold)
+            parts = {name: _subset(pooled, i) for name, i in idx.items()}
+            for model in models:
+                if (model, seed, fold) in done:
+                    continue
+                print(f"[seed {seed} fold {fold}] {model}: {', '.join(f'{k} {len(v)}' for k, v in idx.items())}",
+                      file=sys.stderr)
+                metrics = (run_forest(parts, data.label_map, run_cfg, cfg.train.seed + seed)
+                           if model == "random_forest" else run_neural(parts, data.label_map, run_cfg, model))
+                results.append({"model": model, "seed": seed, "fold": fold, **metrics})
+                results_path.write_text(json.dumps(results, indent=1))
+                print(json.dumps({k: metrics.get(k) for k in ("accuracy", "false_positive_rate", "family_macro_f1",
+                                                              "threshold", "train_seconds", "epochs")}),
+                      file=sys.stderr)
     if args.report:
-        header = (f"Generated by `make compare` (jobs/compare_models.py) on `{args.data}`; each row is "
-                  f"scored on the test split of its own preparation. Training: [train] settings of "
-                  f"conf/defaults.toml (batch {cfg.train.batch_size}, Adam lr {cfg.train.learning_rate}, "
-                  f"patience {cfg.train.patience}, {cfg.train.threads} CPU thread(s)).")
-        write_report(Path(args.report), results, header)
+        settings = ", ".join(args.sets) or "none"
+        header = (f"Generated by `make compare` (jobs/compare_models.py) on `{args.data}` "
+                  f"({sum(len(s) for s in data.splits.values()):,} flows after the preparation): "
+                  f"{args.seeds} seeds x {args.folds} folds of the vector-hash split, mean ± standard deviation "
+                  f"over the runs. Networks: [train]/[model] of conf/defaults.toml with overrides: {settings}; "
+                  f"threshold chosen per run on its validation benign flows (train.fpr_budget "
+                  f"{cfg.train.fpr_budget}). Forest: 200 trees, threshold {cfg.model.threshold}.")
+        write_report(Path(args.report), [r for r in results if r["seed"] < args.seeds and r["fold"] < args.folds
+                                         and r["model"] in models], header)
     return 0
 
 

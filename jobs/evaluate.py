@@ -3,15 +3,18 @@
     .venv/bin/python -m jobs.evaluate --input ../shared/data/cicids2017 --report out/eval/report.json
     .venv/bin/python -m jobs.evaluate --input 'day/*.csv' --model out/model --report out/eval/report.json
 
-`--input` is a CSV file, a folder or a glob, in either CICIDS2017 layout. The rows go through the same
-preprocessing module as training and streaming (jobs/lib/preprocess.py: validation, labels, z-score with the
-model's own statistics, sequences with the model's T and key settings); without `--model` the shipped model
-in models/default is used.
+`--input` is a CSV file, a folder or a glob, in any CICIDS2017 layout (85, 79 or 78 columns). The rows go
+through the same preprocessing module as training and streaming (jobs/lib/preprocess.py: validation, labels,
+z-score with the model's own statistics, sequences with the model's T and key settings); without `--model` the
+shipped model in models/default is used.
 
 The report (JSON) has: n (rows scored), accuracy, precision, recall, f1, false_positive_rate, roc_auc,
-confusion_matrix ([[TN, FP], [FN, TP]]), per_type (attack type -> recall), macro_f1 (over the attack types the
-labels name), rows_in, unscored (rows that could not be scored, by reason: they are counted, never silently
-lost) and the model's identity. Plots go beside it: <report stem>_confusion_matrix.png and <stem>_roc.png.
+confusion_matrix ([[TN, FP], [FN, TP]]), per_type (attack type -> recall of the type head), macro_f1 (over the
+attack types the labels name), per_type_detection (true type or family -> share of its flows the threshold flags
+as attacks; BENIGN: the false-positive rate), per_family_f1 and family_macro_f1 (the type head judged by family:
+BENIGN, DDoS, DoS, PortScan, Web Attack, Brute Force, Bot, Infiltration), rows_in, unscored (rows that could not
+be scored, by reason: they are counted, never silently lost) and the model's identity. Plots go beside it:
+<report stem>_confusion_matrix.png and <stem>_roc.png.
 A file lacking a column the model needs stops the job with exit status 2 and a message naming the column.
 """
 
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     report["plots"] = write_plots(report, scores, out.with_suffix(""))
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "precision", "recall", "f1",
-                                              "false_positive_rate", "roc_auc", "macro_f1", "unscored")},
+                                              "false_positive_rate", "roc_auc", "macro_f1", "family_macro_f1",
+                                              "per_type_detection", "unscored")},
                      indent=2))
     return 0
 

@@ -422,6 +422,32 @@ def split_metrics(model: nn.Module, split: SplitArrays, label_map: list[str], th
     return detection_report(split.is_attack, prob, names[split.attack_type], names[type_idx], threshold)
 
 
+def choose_threshold(model: nn.Module, validation: SplitArrays, cfg: Config,
+                     device: torch.device) -> tuple[float, dict[str, Any]]:
+    """The decision threshold: the lowest whose false-positive rate on the validation split's benign flows is
+    within train.fpr_budget (models.metrics.threshold_for_fpr); train.fpr_budget = 0 keeps model.threshold.
+
+    Chosen on validation only, so the test split measures what the budget costs. Returns the threshold and a
+    record for the manifest: the budget, the validation benign count, and the validation FPR and recall at the
+    chosen threshold and at model.threshold (what the choice gained or cost).
+    """
+    from models.metrics import binary_metrics, threshold_for_fpr
+
+    budget = float(cfg.train.fpr_budget)
+    prob, _ = score(model, validation.features, validation.mask, cfg.model.threshold, device,
+                    cfg.model.batch_size)
+    benign = prob[validation.is_attack == 0]
+    threshold = threshold_for_fpr(benign, budget) if budget > 0 and len(benign) else float(cfg.model.threshold)
+    at = {t: binary_metrics(validation.is_attack, prob, t) for t in (threshold, float(cfg.model.threshold))}
+    return threshold, {
+        "fpr_budget": budget, "validation_benign": int(len(benign)), "threshold": threshold,
+        "validation_fpr": at[threshold]["false_positive_rate"], "validation_recall": at[threshold]["recall"],
+        "default_threshold": float(cfg.model.threshold),
+        "validation_fpr_at_default": at[float(cfg.model.threshold)]["false_positive_rate"],
+        "validation_recall_at_default": at[float(cfg.model.threshold)]["recall"],
+    }
+
+
 def configure_torch(cfg: Config) -> torch.device:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -439,19 +465,21 @@ def train_and_save(data: PreparedData, cfg: Config, arch: str, out_dir: Path, de
     torch.manual_seed(cfg.train.seed)
     model = build_model(arch, config)
     result = fit(model, data.splits["train"], data.splits["validation"], cfg, device, max_epochs, max_batches)
-    metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, cfg.model.threshold, device,
+    threshold, threshold_choice = choose_threshold(result.model, data.splits["validation"], cfg, device)
+    metrics = {s: split_metrics(result.model, data.splits[s], data.label_map, threshold, device,
                                 cfg.model.batch_size)
                for s in ("validation", "test")}
     settings = {k: cfg.train[k] for k in ("seed", "batch_size", "learning_rate", "weight_decay", "max_epochs",
                                           "patience", "min_delta", "lr_decay_factor", "lr_decay_patience",
-                                          "class_weighting", "type_loss_weight",
+                                          "class_weighting", "type_loss_weight", "fpr_budget",
                                           "threads", "amp")}
     spec = ModelSpec(
         arch=arch, features=data.features, label_map=data.label_map,
-        normalization_json=data.normalization_json, sequence=data.sequence, threshold=cfg.model.threshold,
+        normalization_json=data.normalization_json, sequence=data.sequence, threshold=threshold,
         training_data=data.fingerprint, metrics=metrics,
         training={"settings": settings, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1),
+                  "threshold_choice": threshold_choice,
                   "device": result.device, "torch_threads": torch.get_num_threads(),
                   "parameters": sum(p.numel() for p in result.model.parameters())},
         history=result.history,
@@ -513,8 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"model": str(folder), "model_version": manifest["model_version"],
                       "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1),
+                      "threshold": manifest["threshold"],
                       "test": {k: test_metrics[k] for k in ("n", "accuracy", "precision", "recall", "f1",
-                                                             "false_positive_rate", "roc_auc", "macro_f1")}},
+                                                             "false_positive_rate", "roc_auc", "macro_f1",
+                                                             "family_macro_f1", "per_type_detection")}},
                      indent=2))
     return 0
 

@@ -409,27 +409,46 @@ def model_card(manifest: Mapping[str, Any], has_curves: bool = True) -> str:
         f"`{json.dumps(train.get('settings', {}))}`",
         "",
         "## Metrics",
-        "| split | n | accuracy | precision | recall | F1 | FPR | ROC AUC | type macro F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| split | n | accuracy | precision | recall | F1 | FPR | ROC AUC | type macro F1 | family macro F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for split, m in metrics.items():
         cells = [m.get("n"), *(_fmt(m.get(k)) for k in ("accuracy", "precision", "recall", "f1",
-                                                        "false_positive_rate", "roc_auc", "macro_f1"))]
+                                                        "false_positive_rate", "roc_auc", "macro_f1",
+                                                        "family_macro_f1"))]
         lines.append(f"| {split} | " + " | ".join(str(c) for c in cells) + " |")
+    choice = train.get("threshold_choice")
+    if choice:
+        lines += ["", "## Decision threshold",
+                  f"{_fmt(choice['threshold'])}: the lowest whose false-positive rate on the "
+                  f"{choice['validation_benign']} validation benign flows is within the budget of "
+                  f"{_fmt(choice['fpr_budget'])} (train.fpr_budget). On validation it gives FPR "
+                  f"{_fmt(choice['validation_fpr'])} and recall {_fmt(choice['validation_recall'])}, against FPR "
+                  f"{_fmt(choice['validation_fpr_at_default'])} and recall "
+                  f"{_fmt(choice['validation_recall_at_default'])} at {_fmt(choice['default_threshold'])}."]
     test = metrics.get("test", {})
     if test.get("per_type"):
-        lines += ["", "Per attack type on the test split:", "", "| type | support | recall | F1 |",
-                  "| --- | --- | --- | --- |"]
+        detection = test.get("per_type_detection", {})
+        lines += ["", "Per attack type on the test split (recall and F1 of the type head; detected: share "
+                  "flagged as attacks by the threshold):", "", "| type | support | recall | F1 | detected |",
+                  "| --- | --- | --- | --- | --- |"]
         for name, recall in test["per_type"].items():
             lines.append(f"| {name} | {test.get('per_type_support', {}).get(name)} | {_fmt(recall)} | "
-                         f"{_fmt(test.get('per_type_f1', {}).get(name))} |")
+                         f"{_fmt(test.get('per_type_f1', {}).get(name))} | {_fmt(detection.get(name))} |")
+        families = test.get("per_family_f1", {})
+        if families:
+            lines += ["", "Per family on the test split:", "", "| family | F1 | detected |", "| --- | --- | --- |"]
+            for name, f1 in families.items():
+                lines.append(f"| {name} | {_fmt(f1)} | {_fmt(detection.get(name))} |")
     lines += [
         "",
         "## Limitations",
         "- Trained on a small sample of CICIDS2017 (one testbed, 2017 traffic); expect drift on other "
         "networks.",
         "- Flow-level features cannot fully separate the web attacks Brute Force and XSS (the same tool "
-        "against the same form); the binary decision is reliable where the type is not.",
+        "against the same form); the binary decision is reliable where the type is not, and the type head "
+        "is judged by family (family macro F1).",
+        "- Files labelled by family only ('DoS', 'BruteForce') train the family as a type of its own.",
         "- IP addresses, ports, flow ids and timestamps are never inputs: in CICIDS2017 they identify the "
         "testbed's machines, not attack behaviour.",
         "",

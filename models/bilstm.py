@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.common import BinEncoding, Heads, encode_left_padded
+from models.common import Heads, encode_left_padded, input_encoding
 
 
 @dataclass
@@ -24,7 +24,8 @@ class BiLSTMConfig:
     lstm_layers: int = 1
     dense: int = 64
     dropout: float = 0.3
-    input_bins: int = 0  # > 0: BinEncoding of each feature before the LSTM (as in models.cnn_lstm)
+    input_bins: int = 0  # > 0: bin encoding of each feature before the LSTM (as in models.cnn_lstm)
+    embed_width: int = 0  # > 0 (with input_bins): mapped to this many values per flow (as in models.cnn_lstm)
 
     def __post_init__(self) -> None:
         if min(self.n_features, self.seq_len, self.n_types, self.lstm_hidden, self.lstm_layers) < 1:
@@ -36,8 +37,7 @@ class BiLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encode = BinEncoding(c.n_features, c.input_bins) if c.input_bins > 0 else nn.Identity()
-        c_in = c.n_features * max(c.input_bins, 1)  # E: values per flow after the encoding
+        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width)  # E = c_in values
         self.lstm = nn.LSTM(c_in, c.lstm_hidden, num_layers=c.lstm_layers, batch_first=True,
                             bidirectional=True, dropout=c.dropout if c.lstm_layers > 1 else 0.0)
         self.heads = Heads(2 * c.lstm_hidden, c.dense, c.n_types, c.dropout)

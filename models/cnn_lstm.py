@@ -10,7 +10,9 @@ layers; two heads.
 
 One addition to the paper, off with ``input_bins = 0``: each feature can first be spread over quantile bins
 (:class:`models.common.BinEncoding`, F -> F * input_bins channels), which lets the network tell apart exact
-values that the z-score puts close together (models/COMPARISON.md measures it).
+values that the z-score puts close together; with ``embed_width > 0`` the bins are mapped straight to
+embed_width channels (:class:`models.common.PiecewiseLinearEmbedding`), which costs O(F * embed_width) per flow
+instead of a convolution over F * input_bins channels (models/COMPARISON.md measures both).
 
 T=1 (per-flow scoring) works without a special case: the convolutions use "same" padding, and pooling uses
 ``ceil_mode=True`` so a length L becomes ceil(L / 2), never 0 (1 -> 1, 2 -> 1, 3 -> 2, 8 -> 4). With T=1 the
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.common import BinEncoding, Heads, encode_left_padded
+from models.common import Heads, encode_left_padded, input_encoding
 
 
 @dataclass
@@ -45,7 +47,8 @@ class CNNLSTMConfig:
     lstm_layers: int = 1
     dense: int = 64
     dropout: float = 0.3
-    input_bins: int = 0  # > 0: BinEncoding of each feature before the first convolution; 0: plain z-scores
+    input_bins: int = 0  # > 0: piecewise-linear encoding of each feature over quantile bins; 0: plain z-scores
+    embed_width: int = 0  # > 0 (with input_bins): the encoding mapped to this many values per flow, cheaply
 
     def __post_init__(self) -> None:
         if min(self.n_features, self.seq_len, self.n_types, self.conv_channels, self.lstm_hidden) < 1:
@@ -67,7 +70,16 @@ class ConvBlock(nn.Module):
         # x (B, C, L), mask (B, L) float
         # Zero the padded steps before pooling: ReLU outputs are >= 0, so a zero never wins a max over a real
         # step, and a window of padding pools to exactly zero.
-        x = F.relu(self.conv(x)) * mask.unsqueeze(1)  # (B, C', L)
+        if x.shape[-1] == 1:
+            # One step (T=1): with "same" padding every tap but the centre one multiplies zero padding, so
+            # the convolution is a linear map by the centre tap; a third of the work, the same result.
+            centre = self.conv.weight[:, :, self.conv.kernel_size[0] // 2]  # (C', C)
+            y = F.linear(x.squeeze(-1), centre, self.conv.bias).unsqueeze(-1)  # (B, C', 1)
+        else:
+            y = self.conv(x)  # (B, C', L)
+        x = F.relu(y) * mask.unsqueeze(1)  # (B, C', L)
+        if x.shape[-1] == 1:
+            return x, mask  # ceil-mode pooling of one step is that step
         x = self.pool(x)  # (B, C', ceil(L / pool))
         # A pooled step is real if any step it covers is real; with left padding this keeps the mask a suffix
         # and the last pooled step always holds the scored flow.
@@ -80,8 +92,7 @@ class CNNLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encode = BinEncoding(c.n_features, c.input_bins) if c.input_bins > 0 else nn.Identity()
-        c_in = c.n_features * max(c.input_bins, 1)  # E: channels per flow after the encoding
+        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width)  # E = c_in channels
         self.block1 = ConvBlock(c_in, c.conv_channels, c.kernel_size, c.pool_size)
         self.block2 = ConvBlock(c.conv_channels, c.conv_channels, c.kernel_size, c.pool_size)
         self.lstm = nn.LSTM(c.conv_channels, c.lstm_hidden, num_layers=c.lstm_layers, batch_first=True,

@@ -96,7 +96,68 @@ def type_metrics(true_types: Sequence[str], pred_types: Sequence[str]) -> dict[s
     }
 
 
+def per_type_detection(true_types: Sequence[str], flagged: np.ndarray) -> dict[str, float]:
+    """True type or family -> share of its flows the binary decision flags as attacks.
+
+    Keys are every true type present and every family present (schemas.labels.FAMILY_OF), so a fine type
+    ('SSH-Patator') and its family ('Brute Force') both appear; for BENIGN the value is the false-positive rate.
+    This is the detector's recall per attack, whatever the type head says.
+    """
+    from schemas.labels import FAMILY_OF
+
+    t = np.asarray(true_types, dtype=object)
+    hit = np.asarray(flagged).astype(bool)
+    families = np.asarray([FAMILY_OF.get(name, name) for name in t.tolist()], dtype=object)
+    out: dict[str, float] = {}
+    for names in (t, families):
+        for name in sorted(set(names.tolist())):
+            rows = names == name
+            out[str(name)] = _ratio(int((hit & rows).sum()), int(rows.sum()))
+    return dict(sorted(out.items()))
+
+
+def family_metrics(true_types: Sequence[str], pred_types: Sequence[str]) -> dict[str, Any]:
+    """The type head judged by family: per_family_f1 and family_macro_f1 over the families the labels name.
+
+    Web Attack Brute Force and XSS (one tool against one form) cannot be told apart from flow features, and a
+    file labelled by family only ('DoS') cannot say which DoS tool a flow came from; families are what every
+    copy of the data set agrees on.
+    """
+    from schemas.labels import FAMILY_OF
+
+    true_f = [FAMILY_OF.get(str(name), str(name)) for name in true_types]
+    pred_f = [FAMILY_OF.get(str(name), str(name)) for name in pred_types]
+    m = type_metrics(true_f, pred_f)
+    return {"per_family_f1": m["per_type_f1"], "family_macro_f1": m["macro_f1"]}
+
+
+def threshold_for_fpr(benign_prob: np.ndarray, budget: float) -> float:
+    """The lowest decision threshold whose false-positive rate on these benign flows is at most `budget`.
+
+    With n benign flows at most k = floor(budget * n) may score at or above the threshold: the threshold sits
+    just above the (k+1)-th highest benign score (the next float32 up, as the scores are float32 and the
+    comparison is ``prob >= threshold``). Ties at that score are all excluded, so the rate may be below the
+    budget. Clamped into (0, 1), the range the artifact accepts: benign scores of exactly 1.0 stay false
+    positives whatever the threshold.
+    """
+    scores = np.sort(np.asarray(benign_prob, dtype=np.float32))[::-1]
+    if len(scores) == 0:
+        raise ValueError("threshold_for_fpr: no benign flows to choose a threshold on")
+    if not 0.0 <= budget < 1.0:
+        raise ValueError(f"threshold_for_fpr: budget must be in [0, 1), got {budget}")
+    k = int(np.floor(budget * len(scores) + 1e-9))
+    if k >= len(scores):
+        return float(np.nextafter(np.float32(0.0), np.float32(1.0)))
+    above = np.nextafter(scores[k], np.float32(np.inf))
+    low, high = np.nextafter(np.float32(0.0), np.float32(1.0)), np.nextafter(np.float32(1.0), np.float32(0.0))
+    return float(np.clip(above, low, high))
+
+
 def detection_report(is_attack: np.ndarray, attack_prob: np.ndarray, true_types: Sequence[str],
                      pred_types: Sequence[str], threshold: float = 0.5) -> dict[str, Any]:
-    """The evaluation report's metric keys: binary metrics plus per-type recall and macro F1."""
-    return {**binary_metrics(is_attack, attack_prob, threshold), **type_metrics(true_types, pred_types)}
+    """The evaluation report's metric keys: binary metrics, per-type recall and macro F1 of the type head,
+    the same by family, and the binary decision's detection rate per true type and family."""
+    flagged = np.asarray(attack_prob) >= threshold
+    return {**binary_metrics(is_attack, attack_prob, threshold), **type_metrics(true_types, pred_types),
+            **family_metrics(true_types, pred_types),
+            "per_type_detection": per_type_detection(true_types, flagged)}

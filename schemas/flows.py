@@ -1,7 +1,8 @@
 """The CICFlowMeter flow record as CICIDS2017 publishes it, in both layouts, and its canonical form.
 
-Two layouts exist:
+Three layouts exist:
 - MachineLearningCVE, 79 columns: ``Destination Port``, 77 flow features, ``Label``.
+- The same without ``Destination Port``, 78 columns (copies re-saved with the port dropped).
 - GeneratedLabelledFlows / TrafficLabelling, 85 columns: ``Flow ID``, ``Source IP``, ``Source Port``,
   ``Destination IP``, ``Destination Port``, ``Protocol``, ``Timestamp``, the same 77 features, ``Label``.
 
@@ -115,8 +116,10 @@ LABEL_COLUMN = "label"
 
 LAYOUT_79: list[str] = ["dst_port", *FEATURE_COLUMNS, LABEL_COLUMN]
 LAYOUT_85: list[str] = [*IDENTIFIER_COLUMNS, *FEATURE_COLUMNS, LABEL_COLUMN]
-# Columns every input file must have, whatever its layout.
-REQUIRED_COLUMNS: list[str] = LAYOUT_79
+# Re-saved copies without Destination Port (the model never uses it: identifiers are not features).
+LAYOUT_78: list[str] = [*FEATURE_COLUMNS, LABEL_COLUMN]
+# Columns every input file must have, whatever its layout: the features and the label.
+REQUIRED_COLUMNS: list[str] = LAYOUT_78
 # Identifier columns that are integers; the rest (flow_id, src_ip, dst_ip, timestamp) are strings.
 INTEGER_IDENTIFIERS = ("src_port", "dst_port", "protocol")
 
@@ -174,5 +177,7 @@ def canonical_headers(headers: Sequence[str], source: str = "input") -> list[str
 
 
 def layout_of(columns: Sequence[str]) -> int:
-    """85 when the canonical columns include the flow identifiers, else 79."""
-    return 85 if all(c in columns for c in IDENTIFIER_COLUMNS) else 79
+    """85 when the canonical columns include the flow identifiers, 79 with Destination Port only, else 78."""
+    if all(c in columns for c in IDENTIFIER_COLUMNS):
+        return 85
+    return 79 if "dst_port" in columns else 78

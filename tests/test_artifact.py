@@ -94,14 +94,16 @@ def test_round_trip_gives_identical_predictions(tmp_path, arch):
     assert first.model_version in card and "flow_bytes_per_s" in card
 
 
-def test_round_trip_keeps_fitted_bin_edges(tmp_path):
+@pytest.mark.parametrize("embed_width", [0, 8])
+def test_round_trip_keeps_fitted_bin_edges(tmp_path, embed_width):
     """The BinEncoding edges are fitted on training data, not learned by the optimizer: they must travel in the
     weights file, or a loaded model would score on the unfitted default grid."""
     from models.common import fit_input_encoding
 
     torch.manual_seed(0)
     model = build_model("cnn_lstm", {"n_features": len(FEATURES), "seq_len": 3,
-                                     "n_types": len(canonical_attack_types()), "input_bins": 4}).eval()
+                                     "n_types": len(canonical_attack_types()), "input_bins": 4,
+                                     "embed_width": embed_width}).eval()
     x, mask = _inputs(50, 3)
     fit_input_encoding(model, x * 7.0 + 2.0)
     edges = model.encode.edges.clone()
@@ -109,6 +111,7 @@ def test_round_trip_keeps_fitted_bin_edges(tmp_path):
     p0, t0 = score(model, x, mask, 0.5, torch.device("cpu"))
     loaded = load_model(save_small_model(tmp_path / "m", model=model), device="cpu")
     assert loaded.manifest["config"]["input_bins"] == 4
+    assert loaded.manifest["config"]["embed_width"] == embed_width
     assert torch.equal(loaded.model.encode.edges, edges)
     p1, t1 = loaded.predict(x, mask)
     np.testing.assert_array_equal(p1, p0)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.metrics import binary_metrics, detection_report, roc_auc, roc_curve, type_metrics
+from models.metrics import (
+    binary_metrics,
+    detection_report,
+    family_metrics,
+    per_type_detection,
+    roc_auc,
+    roc_curve,
+    threshold_for_fpr,
+    type_metrics,
+)
 
 # Ten flows. Threshold 0.5 predicts attack at indices 2, 4, 5, 7, 8.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
@@ -66,3 +75,63 @@ def test_report_has_the_required_keys():
     required = {"n", "accuracy", "precision", "recall", "f1", "false_positive_rate", "roc_auc",
                 "confusion_matrix", "per_type", "macro_f1"}
     assert required <= set(report)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_agree_with_scikit_learn_on_random_inputs(seed):
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    y = rng.integers(0, 2, n)
+    p = np.round(rng.random(n), 2)  # rounded: many ties, which both must rank alike
+    threshold = float(rng.choice([0.3, 0.5, 0.7]))
+    m = binary_metrics(y, p, threshold)
+    pred = (p >= threshold).astype(int)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=[0, 1]).tolist()
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred, zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred, zero_division=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, zero_division=0))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    fpr, tpr = roc_curve(y, p)
+    sk_fpr, sk_tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+
+    names = np.array(["BENIGN", "DDoS", "DoS Hulk", "SSH-Patator", "Bot"], dtype=object)
+    true = names[rng.integers(0, 5, n)]
+    guess = names[rng.integers(0, 5, n)]
+    t = type_metrics(true, guess)
+    present = sorted(set(true))
+    f1 = skm.f1_score(true, guess, labels=present, average=None, zero_division=0)
+    assert t["per_type_f1"] == pytest.approx(dict(zip(present, f1, strict=True)))
+    assert t["per_type"] == pytest.approx(dict(zip(present, skm.recall_score(
+        true, guess, labels=present, average=None, zero_division=0), strict=True)))
+    assert t["macro_f1"] == pytest.approx(skm.f1_score(true, guess, labels=present, average="macro",
+                                                       zero_division=0))
+    family = {"BENIGN": "BENIGN", "DDoS": "DDoS", "DoS Hulk": "DoS", "SSH-Patator": "Brute Force", "Bot": "Bot"}
+    true_f, guess_f = [family[x] for x in true], [family[x] for x in guess]
+    fam = family_metrics(true, guess)
+    assert fam["family_macro_f1"] == pytest.approx(skm.f1_score(true_f, guess_f, labels=sorted(set(true_f)),
+                                                                average="macro", zero_division=0))
+    flagged = rng.random(n) < 0.5
+    detection = per_type_detection(true, flagged)
+    for name in present:
+        assert detection[name] == pytest.approx(flagged[true == name].mean())
+    assert detection["Brute Force"] == pytest.approx(flagged[true == "SSH-Patator"].mean())
+
+
+def test_threshold_for_fpr_budget():
+    benign = np.array([0.1, 0.2, 0.3, 0.9, 0.95] + [0.05] * 995, dtype=np.float32)  # 1,000 benign flows
+    # 0.1% of 1,000 = 1 false positive allowed: the threshold sits just above the second highest score.
+    t = threshold_for_fpr(benign, 0.001)
+    assert np.float32(0.9) < t and float(np.nextafter(np.float32(0.9), np.float32(1))) == t
+    assert (benign >= t).sum() == 1
+    t0 = threshold_for_fpr(benign, 0.0)  # no false positive at all
+    assert (benign >= t0).sum() == 0 and t0 == float(np.nextafter(np.float32(0.95), np.float32(1)))
+    assert (benign >= threshold_for_fpr(benign, 0.003)).sum() == 3
+    saturated = np.ones(10, dtype=np.float32)  # scores of exactly 1.0: the threshold stays below 1
+    assert 0.0 < threshold_for_fpr(saturated, 0.0) < 1.0
+    with pytest.raises(ValueError):
+        threshold_for_fpr(np.zeros(0), 0.001)

@@ -8,7 +8,7 @@ import torch
 
 from models.bilstm import BiLSTM, BiLSTMConfig
 from models.cnn_lstm import CNNLSTM, CNNLSTMConfig
-from models.common import BinEncoding, fit_input_encoding
+from models.common import BinEncoding, PiecewiseLinearEmbedding, encode_left_padded, fit_input_encoding
 
 torch.set_num_threads(1)  # the test machine's cores are shared; these models are tiny
 
@@ -17,6 +17,8 @@ ARCHS = {
     "bilstm": lambda f, t, k: BiLSTM(BiLSTMConfig(n_features=f, seq_len=t, n_types=k)),
     "cnn_lstm-bins": lambda f, t, k: CNNLSTM(CNNLSTMConfig(n_features=f, seq_len=t, n_types=k, input_bins=8)),
     "bilstm-bins": lambda f, t, k: BiLSTM(BiLSTMConfig(n_features=f, seq_len=t, n_types=k, input_bins=8)),
+    "cnn_lstm-ple": lambda f, t, k: CNNLSTM(CNNLSTMConfig(n_features=f, seq_len=t, n_types=k, input_bins=8,
+                                                          embed_width=16)),
 }
 
 
@@ -100,8 +102,8 @@ def test_training_learns_a_synthetic_task(arch, cfg):
     model = ARCHS[arch](6, 4, 4)
     # The bin encoding spreads each feature over 8 channels: slower to fit on this tiny set, so it gets more
     # epochs and a lower bar for the type head (the base rate is 50% binary, 0.25 macro F1).
-    binned = arch.endswith("-bins")
-    result = fit(model, train, val, train_cfg, torch.device("cpu"), max_epochs=30 if binned else 12)
+    binned = arch.endswith(("-bins", "-ple"))
+    result = fit(model, train, val, train_cfg, torch.device("cpu"), max_epochs=40 if binned else 12)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     report = split_metrics(result.model, val, ["BENIGN", "a", "b", "c"], 0.5, torch.device("cpu"), 256)
     assert report["accuracy"] >= 0.98, report
@@ -156,3 +158,47 @@ def test_bin_encoding_fits_a_seeded_sample_of_a_large_split(monkeypatch):
     assert torch.equal(first.edges, again.edges) and not torch.equal(first.edges, other.edges)
     assert set(edges) <= set(rows[:, 0]) and len(set(edges)) == 5  # 5 sampled rows: each one an edge, in order
     assert (np.diff(edges) > 0).all()
+
+
+def test_piecewise_linear_embedding_is_the_bin_encoding_times_a_matrix():
+    """The cumulative table gives what the dense form gives: every bin encoded, then (F * n, D) weights."""
+    torch.manual_seed(0)
+    embed = PiecewiseLinearEmbedding(5, 8, 4)
+    rows = np.random.default_rng(0).normal(size=(1000, 5))
+    rows[:, 4] = np.round(rows[:, 4])  # few distinct values: spare bins
+    embed.fit(rows)
+    x = torch.randn(3, 7, 5) * 2  # (B, T, F), values below the first and above the last edge too
+    x[0, 0, 0] = float(embed.edges[0, 3])  # exactly on an edge
+    dense = BinEncoding.forward(embed, x) @ embed.weight.reshape(40, 4) + embed.bias  # (B, T, D)
+    torch.testing.assert_close(embed(x), dense, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # scoring keeps the tables until the weights change
+        torch.testing.assert_close(embed(x), dense.detach(), atol=1e-5, rtol=1e-5)
+        cached = embed.tables()[0]
+        assert embed.tables()[0] is cached
+    with torch.no_grad():
+        embed.weight.mul_(2.0)
+        assert embed.tables()[0] is not cached
+        torch.testing.assert_close(embed(x) - embed.bias, 2.0 * (dense.detach() - embed.bias), atol=1e-5,
+                                   rtol=1e-5)
+    embed(x).sum().backward()
+    assert embed.weight.grad is not None and embed.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_one_step_lstm_shortcut_matches_nn_lstm(bidirectional):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(10, 7, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(5, 1, 10)
+    _, (h_n, _) = lstm(x)
+    expected = torch.cat(list(h_n[-(2 if bidirectional else 1):]), dim=-1)
+    got = encode_left_padded(lstm, x, torch.ones(5, 1, dtype=torch.bool))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_one_step_convolution_shortcut_matches_the_convolution():
+    torch.manual_seed(0)
+    block = CNNLSTM(CNNLSTMConfig(n_features=6, seq_len=1, n_types=3)).block1
+    x, mask = torch.randn(4, 6, 1), torch.ones(4, 1)  # (B, C, L=1)
+    got, _ = block(x, mask)
+    expected = torch.relu(block.conv(x))  # pooling one step keeps it
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

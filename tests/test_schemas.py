@@ -5,6 +5,7 @@ import pytest
 from jobs.lib.flow_io import iter_flow_records, list_csv_files
 from schemas.flows import (
     FEATURE_COLUMNS,
+    LAYOUT_78,
     LAYOUT_79,
     LAYOUT_85,
     SchemaError,
@@ -18,7 +19,7 @@ from schemas.records import FLOW_MESSAGE
 def test_feature_list_is_the_77_cicflowmeter_features():
     assert len(FEATURE_COLUMNS) == 77
     assert len(set(FEATURE_COLUMNS)) == 77
-    assert (len(LAYOUT_79), len(LAYOUT_85)) == (79, 85)
+    assert (len(LAYOUT_78), len(LAYOUT_79), len(LAYOUT_85)) == (78, 79, 85)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,16 @@ def test_real_headers_of_both_layouts_normalize(shared_data):
         names = canonical_headers(header, source=path.name)
         assert names == (LAYOUT_85 if len(header) == 85 else LAYOUT_79), path.name
         assert layout_of(names) == len(header)
+
+
+def test_grouped_copy_without_destination_port_normalizes(shared_data):
+    grouped = shared_data.parent / "cicids2017-grouped"
+    for path in list_csv_files(grouped):
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh))
+        names = canonical_headers(header, source=path.name)
+        assert names == LAYOUT_78, path.name
+        assert layout_of(names) == 78
 
 
 def test_duplicated_fwd_header_length_spelled_twice():

@@ -227,7 +227,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_rate(spark: Any, cfg: Any, sets: list[str], model_dir: str, n: int = 200_000) -> dict[str, Any]:
+def parse_rate(spark: Any, cfg: Any, sets: list[str], model_dir: str, n: int = 100_000) -> dict[str, Any]:
     """Parse + validate + z-score alone (validated_flows over Kafka-shaped rows held in memory, into Spark's
     noop sink), warm: the second of two runs."""
     from jobs import stream_detect

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -40,6 +41,30 @@ def _commit_times(spark: Any, table: str) -> dict[int, float]:
     return {r.version: r.timestamp.timestamp() for r in rows if r.operation == "WRITE"}
 
 
+class BatchProfile(logging.Handler):
+    """Collects the stream job's per-batch line (jobs.stream_detect's `flowsentinel.stream` logger): where each
+    micro-batch's time went, step by step."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.batches: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and len(record.args) == 4:
+            batch_id, rows, seconds, steps = record.args
+            self.batches.append({"batch_id": batch_id, "rows": rows, "seconds": round(float(str(seconds)), 2),
+                                 **json.loads(str(steps))})
+
+    def __enter__(self) -> BatchProfile:
+        stream_log = logging.getLogger("flowsentinel.stream")
+        stream_log.setLevel(logging.INFO)
+        stream_log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("flowsentinel.stream").removeHandler(self)
+
+
 def end_to_end(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, flows: int) -> dict[str, Any]:
     from jobs import stream_detect
     from models.artifact import load_model
@@ -47,13 +72,14 @@ def end_to_end(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path,
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
     started = time.time()
-    query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, available_now=True)
-    query.awaitTermination()
+    with BatchProfile() as profile:
+        query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, available_now=True)
+        query.awaitTermination()
     table = str(out / "tables" / "flows_scored")
     commits = batch_commit_times(spark, table)
     rows = dict(spark.read.format("delta").load(table).groupBy("batch_id").count().collect())
     return {"flows": sum(rows.values()), "batches": len(commits), "wall_s": round(time.time() - started, 1),
-            "batch_rows": [rows[b] for b in sorted(commits)], **drain_rates(started, commits, rows)}
+            **drain_rates(started, commits, rows), "batch_profile_s": profile.batches}
 
 
 def drain_rates(started: float, commits: dict[int, float], rows: dict[int, int]) -> dict[str, Any]:

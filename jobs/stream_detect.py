@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +59,8 @@ from schemas.records import (
 
 TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
 APP_ID = "flowsentinel-stream-detect"
+# One line per micro-batch: where its time went (materialize, count, score, alerts, publish, commit), seconds.
+log = logging.getLogger("flowsentinel.stream")
 
 # What travels through the stateful operator besides the vector: everything the sinks need.
 _CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "event_time", "source_file",
@@ -213,25 +217,39 @@ class BatchWriter:
         scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
         # One pass over the whole batch (every partition, so the state store commits each); what follows reads
         # its result through a one-node plan instead of planning the parse and validation again per write.
+        steps: dict[str, float] = {"started": time.perf_counter()}
         batch = materialize(batch)
         held = [batch]
         try:
+            self._step(steps, "materialize")
             # Which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
             # not every one), and a batch without data (state expiry only) writes nothing.
             counts = {r["valid"]: r["n"] for r in
                       batch.groupBy(F.col("reason").isNull().alias("valid")).agg(F.count("*").alias("n")).collect()}
+            self._step(steps, "count")
             writes: dict[str, DataFrame] = {}
             if counts.get(True, 0):
-                writes.update(self.score_valid(batch.where(F.col("reason").isNull()), scorer, batch_id, held))
+                writes.update(self.score_valid(batch.where(F.col("reason").isNull()), scorer, batch_id, held, steps))
             if counts.get(False, 0):
                 writes["quarantine"] = self.quarantine(batch.where(F.col("reason").isNotNull()))
             self._append_all(writes, batch_id)
+            self._step(steps, "commit")
         finally:
             for df in held:
                 release(df)
+        started = steps.pop("started")
+        steps.pop("_last", None)
+        log.info("batch %d: %d rows in %.2f s; %s", batch_id, sum(counts.values()), time.perf_counter() - started,
+                 json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
-    def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int,
-                    held: list[DataFrame]) -> dict[str, DataFrame]:
+    @staticmethod
+    def _step(steps: dict[str, float], name: str) -> None:
+        now = time.perf_counter()
+        steps[name] = now - steps.get("_last", steps["started"])
+        steps["_last"] = now
+
+    def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int, held: list[DataFrame],
+                    steps: dict[str, float]) -> dict[str, DataFrame]:
         """Score the valid rows and publish their alerts; returns what each table gets. The scores and the alerts
         (with their per-row Python enrichment) are computed once each, into `held` for the caller to release."""
         scored = materialize(valid.withColumn("_s", scorer("features", "mask"))
@@ -241,13 +259,16 @@ class BatchWriter:
                                            "batch_id": F.lit(batch_id).cast("long")})
                              .drop("_s", "features", "mask"))
         held.append(scored)
+        self._step(steps, "score")
         writes = {"flows_scored": self.flows_scored(scored), "host_windows": self.host_windows(scored, batch_id)}
         if scored.where(F.col("attack_prob") >= F.lit(self.threshold)).isEmpty():
             return writes
         alerts = materialize(self.alerts(scored))
         held.append(alerts)
+        self._step(steps, "alerts")
         if self.cfg.stream.publish_alerts:
             self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
+            self._step(steps, "publish")
         writes["alerts"] = alerts
         return writes
 

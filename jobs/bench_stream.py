@@ -231,6 +231,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rates = [r["rate"] for r in rows]
@@ -243,6 +244,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:
             ax.axvspan(r["rate"] * 0.97, r["rate"] * 1.03, color="grey", alpha=0.2)
     ax.set_xscale("log")
     ax.set_xticks(rates, [f"{x:,.0f}" for x in rates])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("offered flows/s (grey: above the job's capacity)")
     ax.set_ylabel("seconds from produce")
     ax.set_title("FlowSentinel stream_detect on local[2]: latency vs load")

@@ -65,7 +65,7 @@ demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded
 
 BENCH_FLOWS ?= 1000000
 
-bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, model.json
+bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, latency.png, model.json
 	$(PY) -m jobs.bench_model --out $(BENCH_OUT)/model.json
 	$(PY) -m jobs.bench_stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
 

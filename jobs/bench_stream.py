@@ -1,13 +1,16 @@
-"""`make bench`: the streaming figures of issue 5, side by side in one run, written to BENCH_OUT/stream.json.
+"""`make bench`: the streaming figures of issues 5 and 20, side by side in one run: BENCH_OUT/stream.json and
+BENCH_OUT/latency.png.
 
-    python -m jobs.bench_stream --out out/bench [--flows 1000000] [--rate 10000] [--latency-seconds 30]
+    python -m jobs.bench_stream --out out/bench [--flows 1000000] [--rates 1000,2000,5000,10000] [--latency-seconds 30]
 
 (a) end to end: Kafka pre-loaded with --flows synthetic flows, the detection job on local[2] drains them into
-    Delta (availableNow); flows/s from the first to the last Delta commit of flows_scored.
-(b) latency at a fixed produce rate: Delta commit time of each flow's batch minus the flow's Kafka timestamp.
-(c) the scoring UDF vs a raw torch forward of the same model on the same batches and threads.
+    Delta (availableNow); flows/s over the whole run (query start to last commit) and in steady state (the
+    batches after the first two, once the JIT has compiled the plan).
+(b) latency at each offered rate, one running job: produce -> alert received by a consumer of the alerts topic,
+    and produce -> Delta commit of the flow's batch (p50/p99); a rate the job cannot keep up with is marked.
+(c) parse + validate + z-score alone (parse_flows_per_s), and the scoring UDF vs a raw torch forward.
 (d) a single-process baseline: kafka-python consumer -> the same z-score and sequence code (numpy twins) ->
-    torch -> Parquet.
+    torch -> Parquet; spark_vs_baseline for the whole run and for the steady state.
 Runs against a broker of its own on free ports; uses the shipped model unless --model is given.
 """
 
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +41,56 @@ def _commit_times(spark: Any, table: str) -> dict[int, float]:
     return {r.version: r.timestamp.timestamp() for r in rows if r.operation == "WRITE"}
 
 
-def end_to_end(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, flows: int) -> dict[str, Any]:
-    from pyspark.sql import functions as F
+class BatchProfile(logging.Handler):
+    """Collects the stream job's per-batch line (jobs.stream_detect's `flowsentinel.stream` logger): where each
+    micro-batch's time went, step by step."""
 
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.batches: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and len(record.args) == 4:
+            batch_id, rows, seconds, steps = record.args
+            self.batches.append({"batch_id": batch_id, "rows": rows, "seconds": round(float(str(seconds)), 2),
+                                 **json.loads(str(steps))})
+
+    def __enter__(self) -> BatchProfile:
+        stream_log = logging.getLogger("flowsentinel.stream")
+        stream_log.setLevel(logging.INFO)
+        stream_log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("flowsentinel.stream").removeHandler(self)
+
+
+def end_to_end(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, flows: int) -> dict[str, Any]:
     from jobs import stream_detect
     from models.artifact import load_model
 
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
-    t0 = time.monotonic()
-    query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, available_now=True)
-    query.awaitTermination()
-    wall = time.monotonic() - t0
+    started = time.time()
+    with BatchProfile() as profile:
+        query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, available_now=True)
+        query.awaitTermination()
     table = str(out / "tables" / "flows_scored")
-    times = sorted(_commit_times(spark, table).values())
-    scored = spark.read.format("delta").load(table).count()
-    first_batch_rows = (spark.read.format("delta").load(table).where(F.col("batch_id") == 0).count())
-    # Rows per second between the first and the last commit, excluding the first batch (its rows were done
-    # before the first commit time, with JVM/worker warm-up in it).
-    span = times[-1] - times[0]
-    return {"flows": scored, "wall_s": round(wall, 1), "batches": len(times),
-            "flows_per_s": round((scored - first_batch_rows) / span, 1) if span > 0 else round(scored / wall, 1),
-            "flows_per_s_wall": round(scored / wall, 1)}
+    commits = batch_commit_times(spark, table)
+    rows = dict(spark.read.format("delta").load(table).groupBy("batch_id").count().collect())
+    return {"flows": sum(rows.values()), "batches": len(commits), "wall_s": round(time.time() - started, 1),
+            **drain_rates(started, commits, rows), "batch_profile_s": profile.batches}
+
+
+def drain_rates(started: float, commits: dict[int, float], rows: dict[int, int]) -> dict[str, Any]:
+    """Flows/s over the whole run (query start -> last flows_scored commit) and in steady state (the rows of the
+    batches after the first two, over the time from the second batch's commit to the last one's)."""
+    ids = sorted(commits)
+    whole = sum(rows[b] for b in ids) / (commits[ids[-1]] - started)
+    steady = None
+    if len(ids) > 2:
+        steady = sum(rows[b] for b in ids[2:]) / (commits[ids[-1]] - commits[ids[1]])
+    return {"flows_per_s": round(whole, 1), "steady_flows_per_s": None if steady is None else round(steady, 1)}
 
 
 def paced_send(producer: Any, topic: str, messages: list[tuple[bytes, bytes]], rate: float) -> float:
@@ -66,7 +99,7 @@ def paced_send(producer: Any, topic: str, messages: list[tuple[bytes, bytes]], r
     t0 = time.monotonic()
     for i, (key, value) in enumerate(messages, 1):
         producer.send(topic, key=key, value=value)
-        if i % 500 == 0:
+        if i % 100 == 0:
             ahead = i / rate - (time.monotonic() - t0)
             if ahead > 0:
                 time.sleep(ahead)
@@ -86,18 +119,56 @@ def batch_commit_times(spark: Any, table: str) -> dict[int, float]:
     return {batch_id: commit for batch_id, (_, commit) in zip(ids, versions, strict=True)}
 
 
-def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bootstrap: str, rate: float,
-            seconds: float) -> dict[str, Any]:
-    """Produce at `rate` for `seconds` into a running job; latency = the Delta commit time of the flow's
-    micro-batch (when it becomes visible to readers) minus the flow's Kafka timestamp (when it was produced)."""
+class AlertClock:
+    """Consumes the alerts topic in a thread of its own and notes when each alert arrived:
+    (partition, offset) of the flow -> (produced: the flow's Kafka timestamp, received), both s since epoch."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import threading
+
+        from kafka import KafkaConsumer
+
+        self.received: dict[tuple[int, int], tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                       enable_auto_commit=False, fetch_max_wait_ms=50)
+        while not self._consumer.assignment():  # joined: alerts from now on are seen
+            self._consumer.poll(timeout_ms=100)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for messages in self._consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for m in messages:
+                    alert = json.loads(m.value)
+                    produced = datetime.fromisoformat(alert["kafka_timestamp"]).timestamp()
+                    self.received.setdefault((alert["partition"], alert["offset"]), (produced, now))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def percentiles(seconds: np.ndarray) -> dict[str, Any]:
+    if len(seconds) == 0:
+        return {"n": 0, "p50_s": None, "p99_s": None, "max_s": None}
+    return {"n": int(len(seconds)), "p50_s": round(float(np.percentile(seconds, 50)), 3),
+            "p99_s": round(float(np.percentile(seconds, 99)), 3), "max_s": round(float(seconds.max()), 3)}
+
+
+def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bootstrap: str, rates: list[float],
+            seconds: float) -> list[dict[str, Any]]:
+    """One running job, each rate in turn for `seconds`: produce -> alert received on the alerts topic, and
+    produce -> the Delta commit of the flow's micro-batch (when it becomes visible to readers)."""
     from pyspark.sql import functions as F
 
     from jobs import stream_detect
     from jobs.replay_flows import encode, message_key
     from models.artifact import load_model
 
-    n, warm = int(rate * seconds), 2000
-    flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(warm + n, seed=7)]  # not timed
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
     query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, starting_offsets="latest")
@@ -109,28 +180,105 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
         start = time.monotonic()
         while (spark.read.format("delta").load(table).count() < count
                and time.monotonic() - start < timeout_s):
-            time.sleep(1)
+            time.sleep(0.5)
         return time.monotonic() - start
 
+    clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
     producer = make_producer(bootstrap, cfg)
     # Warm-up, not measured: the first batches start the Python workers, load the model, create the files.
-    paced_send(producer, cfg.kafka.flows_topic, flows[:warm], rate)
-    wait_scored(warm, 300)
-    measured_from = time.time()
-    achieved = paced_send(producer, cfg.kafka.flows_topic, flows[warm:], rate)
+    warm = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(4000, seed=7)]
+    paced_send(producer, cfg.kafka.flows_topic, warm, 2000)
+    sent = len(warm)
+    wait_scored(sent, 300)
+    windows = []
+    for i, rate in enumerate(rates):
+        n = int(rate * seconds)
+        flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=100 + i)]  # not timed
+        begin = time.time()
+        achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
+        send_s = time.time() - begin
+        sent += n
+        drain_s = wait_scored(sent, 900)
+        windows.append((rate, n, begin, time.time(), achieved, send_s, drain_s))
     producer.close()
-    drain_s = wait_scored(warm + n, 900)
+    time.sleep(2)  # the last alerts in flight
+    clock.close()
     query.stop()
     commits = batch_commit_times(spark, table)
-    rows = (spark.read.format("delta").load(table)
-            .where(F.col("kafka_timestamp") >= F.lit(measured_from).cast("timestamp"))
-            .select("batch_id", F.col("kafka_timestamp").cast("double").alias("produced")).toPandas())
-    lat = rows["batch_id"].map(commits).to_numpy(np.float64) - rows["produced"].to_numpy(np.float64)
-    return {"rate": rate, "achieved_rate": round(achieved, 1), "sent": n, "flows": int(len(lat)),
-            "batches": len(commits), "drain_after_last_send_s": round(drain_s, 1),
-            "p50_latency_s": round(float(np.percentile(lat, 50)), 3),
-            "p99_latency_s": round(float(np.percentile(lat, 99)), 3),
-            "max_latency_s": round(float(lat.max()), 3)}
+    scored = (spark.read.format("delta").load(table)
+              .select("batch_id", "partition", "offset", F.col("kafka_timestamp").cast("double").alias("produced"))
+              .toPandas())
+    scored["committed"] = scored["batch_id"].map(commits)
+    results = []
+    for rate, n, begin, end, achieved, send_s, drain_s in windows:
+        mine = scored[(scored["produced"] >= begin) & (scored["produced"] < end)]
+        alerts = np.array([got - made for made, got in clock.received.values() if begin <= made < end])
+        sustained = n / (send_s + drain_s)
+        results.append({
+            "rate": rate, "achieved_rate": round(achieved, 1), "sent": n, "scored": int(len(mine)),
+            "batches": int(mine["batch_id"].nunique()), "drain_after_last_send_s": round(drain_s, 1),
+            # the job kept up when it finished within a second or so of the producer
+            "above_capacity": bool(sustained < 0.9 * achieved),
+            "to_alert_topic": percentiles(alerts),
+            "to_delta": percentiles((mine["committed"] - mine["produced"]).to_numpy(np.float64)),
+        })
+    return results
+
+
+def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:
+    """Latency vs offered load: p50 and p99, to the alerts topic and to the Delta commit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rates = [r["rate"] for r in rows]
+    for sink, colour in (("to_alert_topic", "tab:red"), ("to_delta", "tab:blue")):
+        for stat, style in (("p50_s", "-o"), ("p99_s", "--s")):
+            ys = [r[sink][stat] if r[sink][stat] is not None else np.nan for r in rows]
+            ax.plot(rates, ys, style, color=colour, label=f"{stat[:3]} {sink.replace('_', ' ')}")
+    for r in rows:
+        if r["above_capacity"]:
+            ax.axvspan(r["rate"] * 0.97, r["rate"] * 1.03, color="grey", alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{x:,.0f}" for x in rates])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("offered flows/s (grey: above the job's capacity)")
+    ax.set_ylabel("seconds from produce")
+    ax.set_title("FlowSentinel stream_detect on local[2]: latency vs load")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_rate(spark: Any, cfg: Any, sets: list[str], model_dir: str, n: int = 100_000) -> dict[str, Any]:
+    """Parse + validate + z-score alone (validated_flows over Kafka-shaped rows held in memory, into Spark's
+    noop sink), warm: the second of two runs."""
+    from jobs import stream_detect
+    from jobs.replay_flows import encode
+    from models.artifact import load_model
+
+    detector = load_model(model_dir, device="cpu")
+    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    now = datetime.now()
+    kafka = spark.createDataFrame(
+        [(None, encode(r), "bench-flows", i % 2, i, now) for i, r in enumerate(synthetic_flows(n, seed=11))],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+    ).repartition(2).cache()
+    kafka.count()
+    flows = stream_detect.validated_flows(kafka, model_cfg, detector.norm_stats)
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        flows.write.format("noop").mode("overwrite").save()
+        runs.append(time.perf_counter() - start)
+    kafka.unpersist()
+    return {"n": n, "cold_s": round(runs[0], 2), "warm_s": round(runs[1], 2),
+            "parse_flows_per_s": round(n / runs[1], 1)}
 
 
 def udf_vs_raw(spark: Any, cfg: Any, model_dir: str, n: int = 200_000) -> dict[str, Any]:
@@ -206,11 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--flows", type=int, default=1_000_000)
-    parser.add_argument("--rate", type=float, default=10_000)
-    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--rates", default="1000,2000,5000,10000", help="offered flows/s, comma-separated")
+    parser.add_argument("--latency-seconds", type=float, default=30, help="how long each rate is offered")
     parser.add_argument("--model", help="model folder (default: conf model.dir)")
     add_config_args(parser)
     args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
     out = Path(args.out).resolve()
     work = replace_output_dir(out / "stream-work", "jobs.bench_stream")
     broker = LocalBroker(free_port(), free_port(), work / "kafka", heap="1g")
@@ -232,24 +381,31 @@ def main(argv: list[str] | None = None) -> int:
 
         spark = build_session(cfg, "flowsentinel-bench-stream", master="local[2]", extra_conf=session_conf(cfg))
         result: dict[str, Any] = {"flows_loaded": args.flows, "produce_s": round(produce_s, 1)}
-        result["end_to_end"] = end_to_end(spark, cfg, sets, model_dir, work / "e2e", args.flows)
-        result["flows_per_s"] = result["end_to_end"]["flows_per_s"]
-        lat_sets = [*sets, "kafka.flows_topic=bench-latency", "stream.trigger_interval=500 milliseconds"]
-        ensure_topics(broker.bootstrap, load_config(lat_sets, args.config), ["bench-latency"])
-        result["latency"] = latency(spark, load_config(lat_sets, args.config), lat_sets, model_dir, work / "lat",
-                                    broker.bootstrap, args.rate, args.latency_seconds)
-        result["p50_latency_s"] = result["latency"]["p50_latency_s"]
-        result["p99_latency_s"] = result["latency"]["p99_latency_s"]
+        e2e = result["end_to_end"] = end_to_end(spark, cfg, sets, model_dir, work / "e2e", args.flows)
+        result["flows_per_s"] = e2e["flows_per_s"]
+        result["steady_flows_per_s"] = e2e["steady_flows_per_s"]
+        lat_sets = [*sets, "kafka.flows_topic=bench-latency", "kafka.alerts_topic=bench-latency-alerts",
+                    "stream.trigger_interval=500 milliseconds"]
+        lat_cfg = load_config(lat_sets, args.config)
+        ensure_topics(broker.bootstrap, lat_cfg, ["bench-latency", "bench-latency-alerts"])
+        result["latency"] = latency(spark, lat_cfg, lat_sets, model_dir, work / "lat", broker.bootstrap, rates,
+                                    args.latency_seconds)
+        result["parse"] = parse_rate(spark, cfg, sets, model_dir)
+        result["parse_flows_per_s"] = result["parse"]["parse_flows_per_s"]
         result["udf"] = udf_vs_raw(spark, cfg, model_dir)
         result["udf_vs_raw_ratio"] = result["udf"]["udf_vs_raw_ratio"]
         spark.stop()
         result["baseline"] = baseline(cfg, model_dir, broker.bootstrap, "bench-flows", args.flows, work / "base")
-        result["baseline_flows_per_s"] = result["baseline"]["baseline_flows_per_s"]
+        base = result["baseline_flows_per_s"] = result["baseline"]["baseline_flows_per_s"]
+        result["spark_vs_baseline"] = round(e2e["flows_per_s"] / base, 3)
+        if e2e["steady_flows_per_s"] is not None:
+            result["steady_spark_vs_baseline"] = round(e2e["steady_flows_per_s"] / base, 3)
     finally:
         broker.stop()
     out.mkdir(parents=True, exist_ok=True)
     (out / "stream.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    plot_latency(result["latency"], out / "latency.png")
+    print(json.dumps({k: v for k, v in result.items() if k != "end_to_end"}, indent=2))
     return 0
 
 

@@ -6,8 +6,9 @@
     make sql Q="SELECT * FROM quarantine LIMIT 5"  # OUT=... picks the run (tables under OUT/tables)
 
 Each table under ``--tables`` (flows_scored, alerts, host_windows, quarantine; see schemas/records.py) becomes a
-temporary view of that name. Named queries take parameters as named markers (``:host``); each value, cast to
-its declared type, becomes one typed SQL literal (:func:`bind_sql`), so a value cannot change the query.
+temporary view of that name; host_windows, which holds per-batch partial aggregates, as their window totals. Named
+queries take parameters as named markers (``:host``); each value, cast to its declared type, becomes one typed SQL
+literal (:func:`bind_sql`), so a value cannot change the query.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from jobs.lib.config import ConfigError, add_config_args, load_config
@@ -138,6 +140,18 @@ QUERIES: dict[str, OperatorQuery] = {
 }
 
 
+def host_window_totals(parts: DataFrame) -> DataFrame:
+    """The host_windows table (one row per host, window and micro-batch that saw it: the stream job appends
+    each batch's partial aggregates) -> one row per host and window, with its totals; `updated_batch_id` is the
+    last batch that added to the window."""
+    ports = F.array_sort(F.array_distinct(F.flatten(F.collect_list("dst_ports"))))
+    totals = (parts.groupBy("host", "window_start", "window_end")
+              .agg(F.sum("flows").alias("flows"), F.sum("alerts").alias("alerts"), F.sum("bytes").alias("bytes"),
+                   ports.alias("dst_ports"), F.max("updated_batch_id").alias("updated_batch_id"))
+              .withColumn("distinct_dst_ports", F.size("dst_ports")))
+    return totals.select(*[F.col(f.name).cast(f.dataType) for f in HOST_WINDOWS.fields])
+
+
 def register_tables(spark: SparkSession, tables_dir: str | Path) -> dict[str, bool]:
     """Register each table as a temp view of its name; returns name -> whether a Delta table was found.
 
@@ -152,7 +166,7 @@ def register_tables(spark: SparkSession, tables_dir: str | Path) -> dict[str, bo
         exists = (Path(path, "_delta_log").is_dir() if "://" not in path
                   else _is_delta(spark, path))
         df = spark.read.format("delta").load(path) if exists else spark.createDataFrame([], schema)
-        df.createOrReplaceTempView(name)
+        (host_window_totals(df) if name == "host_windows" else df).createOrReplaceTempView(name)
         found[name] = exists
     return found
 

@@ -5,20 +5,24 @@ CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, host_windows, quarant
     spark-submit ... jobs/stream_detect.py --out s3://bucket/flowsentinel
 
 One streaming query, one checkpoint: every Kafka record ends in exactly one row of flows_scored or quarantine.
-Each micro-batch is written with foreachBatch; every Delta write carries txnAppId/txnVersion (the query id and
-the batch id) and the host_windows MERGE the same as session settings, so a batch replayed after a crash is
-skipped by Delta instead of written twice. The alerts topic is at-least-once (a replayed batch publishes its
-alerts again); consumers dedupe on alert_id, the message key.
+Each micro-batch is written with foreachBatch: its alerts are published first, then the tables are committed
+concurrently, every append with its own txnAppId/txnVersion (the table and the batch id), so a batch replayed
+after a crash is skipped by Delta instead of written twice. host_windows holds each batch's partial aggregates
+per host and window; jobs.sql.host_window_totals sums them. The alerts topic is at-least-once (a replayed batch
+publishes its alerts again); consumers dedupe on alert_id, the message key.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,8 @@ from schemas.records import (
 
 TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
 APP_ID = "flowsentinel-stream-detect"
+# One line per micro-batch: where its time went (materialize, count, score, alerts, publish, commit), seconds.
+log = logging.getLogger("flowsentinel.stream")
 
 # What travels through the stateful operator besides the vector: everything the sinks need.
 _CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "event_time", "source_file",
@@ -172,7 +178,12 @@ def release(materialized: DataFrame) -> None:
 
 
 class BatchWriter:
-    """foreachBatch body: score the micro-batch, then write every table idempotently and publish alerts."""
+    """foreachBatch body: score the micro-batch, publish its alerts, then commit every table idempotently.
+
+    Alerts go to the topic as soon as the scores exist, before any Delta commit. The tables are independent
+    (appends to different Delta tables never conflict), so they are committed concurrently, each append with its
+    own txnAppId/txnVersion writer options; host_windows gets the batch's partial aggregates appended, not a
+    MERGE (jobs.sql.host_window_totals folds them into window totals on read)."""
 
     def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
         self.cfg = cfg
@@ -189,42 +200,77 @@ class BatchWriter:
          .option("txnAppId", f"{APP_ID}:{table}").option("txnVersion", batch_id)
          .save(self.path(table)))
 
+    def _append_all(self, writes: dict[str, DataFrame], batch_id: int) -> None:
+        """Commit each table's rows at once, one thread per table; raises the first failure after all ended (a
+        replay then skips, by txnVersion, the tables that did commit)."""
+        if len(writes) <= 1:
+            for table, df in writes.items():
+                self._append(df, table, batch_id)
+            return
+        with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="delta-commit") as pool:
+            futures = [pool.submit(self._append, df, table, batch_id) for table, df in writes.items()]
+        for future in futures:
+            future.result()
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        spark = batch.sparkSession
         m = self.cfg.model
         scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
         # One pass over the whole batch (every partition, so the state store commits each); what follows reads
         # its result through a one-node plan instead of planning the parse and validation again per write.
+        steps: dict[str, float] = {"started": time.perf_counter()}
         batch = materialize(batch)
+        held = [batch]
         try:
+            self._step(steps, "materialize")
             # Which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
             # not every one), and a batch without data (state expiry only) writes nothing.
             counts = {r["valid"]: r["n"] for r in
                       batch.groupBy(F.col("reason").isNull().alias("valid")).agg(F.count("*").alias("n")).collect()}
+            self._step(steps, "count")
+            writes: dict[str, DataFrame] = {}
             if counts.get(True, 0):
-                self.write_valid(spark, batch.where(F.col("reason").isNull()), scorer, batch_id)
+                writes.update(self.score_valid(batch.where(F.col("reason").isNull()), scorer, batch_id, held, steps))
             if counts.get(False, 0):
-                self._append(self.quarantine(batch.where(F.col("reason").isNotNull())), "quarantine", batch_id)
+                writes["quarantine"] = self.quarantine(batch.where(F.col("reason").isNotNull()))
+            self._append_all(writes, batch_id)
+            self._step(steps, "commit")
         finally:
-            release(batch)
+            for df in held:
+                release(df)
+        started = steps.pop("started")
+        steps.pop("_last", None)
+        log.info("batch %d: %d rows in %.2f s; %s", batch_id, sum(counts.values()), time.perf_counter() - started,
+                 json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
-    def write_valid(self, spark: SparkSession, valid: DataFrame, scorer: Any, batch_id: int) -> None:
+    @staticmethod
+    def _step(steps: dict[str, float], name: str) -> None:
+        now = time.perf_counter()
+        steps[name] = now - steps.get("_last", steps["started"])
+        steps["_last"] = now
+
+    def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int, held: list[DataFrame],
+                    steps: dict[str, float]) -> dict[str, DataFrame]:
+        """Score the valid rows and publish their alerts; returns what each table gets. The scores and the alerts
+        (with their per-row Python enrichment) are computed once each, into `held` for the caller to release."""
         scored = materialize(valid.withColumn("_s", scorer("features", "mask"))
                              .withColumns({"attack_prob": F.col("_s.attack_prob"),
                                            "pred_type": F.col("_s.attack_type"),
                                            "explanation": F.col("_s.explanation"),
                                            "batch_id": F.lit(batch_id).cast("long")})
                              .drop("_s", "features", "mask"))
-        try:
-            self._append(self.flows_scored(scored), "flows_scored", batch_id)
-            alerts = self.alerts(scored)
-            if not alerts.isEmpty():
-                self._append(alerts, "alerts", batch_id)
-                if self.cfg.stream.publish_alerts:
-                    self.publish(alerts)
-            self.merge_host_windows(spark, scored, batch_id)
-        finally:
-            release(scored)
+        held.append(scored)
+        self._step(steps, "score")
+        writes = {"flows_scored": self.flows_scored(scored), "host_windows": self.host_windows(scored, batch_id)}
+        if scored.where(F.col("attack_prob") >= F.lit(self.threshold)).isEmpty():
+            return writes
+        alerts = materialize(self.alerts(scored))
+        held.append(alerts)
+        self._step(steps, "alerts")
+        if self.cfg.stream.publish_alerts:
+            self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
+            self._step(steps, "publish")
+        writes["alerts"] = alerts
+        return writes
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
         is_attack = (F.col("attack_prob") >= F.lit(self.threshold)).cast("int")
@@ -261,36 +307,20 @@ class BatchWriter:
         return rejected.select(*[(columns.get(f.name, F.col(f.name)) if f.name != "reason" else F.col("reason"))
                                  .cast(f.dataType).alias(f.name) for f in QUARANTINE.fields])
 
-    def merge_host_windows(self, spark: SparkSession, scored: DataFrame, batch_id: int) -> None:
+    def host_windows(self, scored: DataFrame, batch_id: int) -> DataFrame:
+        """This batch's partial aggregates per host per event-time window (appended; a window that spans
+        batches has one row per batch, summed by jobs.sql.host_window_totals)."""
         window = F.window(F.coalesce("event_time", "kafka_timestamp"), self.cfg.stream.host_window)
-        updates = (scored.groupBy(F.col("key").alias("host"), window.alias("w"))
-                   .agg(F.count(F.lit(1)).alias("flows"),
-                        F.sum((F.col("attack_prob") >= F.lit(self.threshold)).cast("long")).alias("alerts"),
-                        F.sum(F.coalesce(F.col("total_length_fwd_packets"), F.lit(0.0))
-                              + F.coalesce(F.col("total_length_bwd_packets"), F.lit(0.0))).alias("bytes"),
-                        F.array_sort(F.collect_set("dst_port")).alias("dst_ports"))
-                   .select("host", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
-                           "flows", "alerts", "bytes", F.size("dst_ports").alias("distinct_dst_ports"),
-                           "dst_ports", F.lit(batch_id).cast("long").alias("updated_batch_id")))
-        from delta.tables import DeltaTable
-
-        target = DeltaTable.forPath(spark, self.path("host_windows"))
-        merged_ports = F.array_sort(F.array_union(F.col("t.dst_ports"), F.col("s.dst_ports")))
-        # Session settings make the MERGE idempotent like the appends: Delta skips it for a batch id it has.
-        spark.conf.set("spark.databricks.delta.write.txnAppId", f"{APP_ID}:host_windows")
-        spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-        try:
-            (target.alias("t")
-             .merge(updates.alias("s"), "t.host = s.host AND t.window_start = s.window_start")
-             .whenMatchedUpdate(set={
-                 "flows": "t.flows + s.flows", "alerts": "t.alerts + s.alerts", "bytes": "t.bytes + s.bytes",
-                 "dst_ports": merged_ports, "distinct_dst_ports": F.size(merged_ports),
-                 "updated_batch_id": "s.updated_batch_id"})
-             .whenNotMatchedInsertAll()
-             .execute())
-        finally:
-            spark.conf.unset("spark.databricks.delta.write.txnAppId")
-            spark.conf.unset("spark.databricks.delta.write.txnVersion")
+        return (scored.groupBy(F.col("key").alias("host"), window.alias("w"))
+                .agg(F.count(F.lit(1)).alias("flows"),
+                     F.sum((F.col("attack_prob") >= F.lit(self.threshold)).cast("long")).alias("alerts"),
+                     F.sum(F.coalesce(F.col("total_length_fwd_packets"), F.lit(0.0))
+                           + F.coalesce(F.col("total_length_bwd_packets"), F.lit(0.0))).alias("bytes"),
+                     F.array_sort(F.collect_set("dst_port")).alias("dst_ports"))
+                .select("host", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                        "flows", "alerts", "bytes", F.size("dst_ports").alias("distinct_dst_ports"),
+                        "dst_ports", F.lit(batch_id).alias("updated_batch_id"))
+                .select(*[F.col(f.name).cast(f.dataType) for f in HOST_WINDOWS.fields]))
 
     def publish(self, alerts: DataFrame) -> None:
         options = {f"kafka.{k}": v for k, v in self.cfg.kafka.options.items()}
@@ -328,8 +358,8 @@ def progress_table(out: Path) -> Path:
 def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, model_dir: str, out: Path,
           available_now: bool = False, starting_offsets: str | None = None,
           listener: ProgressToDelta | None = None) -> Any:
-    """Start the detection query. Its progress goes to `progress_table(out)` through `listener` (attached to the
-    session before this call, so it claims this run), or through one attached here when none is given."""
+    """Start the detection query. Its progress goes to `progress_table(out)` through `listener` (the session's,
+    attached before this call so it follows this run), or through the session's listener attached here."""
     tables = out / "tables"
     checkpoint = cfg.stream.checkpoint_dir or str(out / "checkpoints" / "stream_detect")
     create_tables(spark, tables)
@@ -378,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failures = 0
+    listener = attach_progress(spark, progress_table(out), query_name="stream_detect")  # follows every run
     while True:
-        listener = attach_progress(spark, progress_table(out), query_name="stream_detect")  # one per run
         query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets,
                       listener)
         print(json.dumps({"query": "stream_detect", "id": str(query.id), "run_id": str(query.runId),
@@ -391,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             pass  # awaitTermination raises when the query failed: handled below
         if query.isActive:
             query.stop()
-        listener.wait_finished(30.0)  # its last rows are written asynchronously, after the query ends
+        listener.wait_finished(30.0, str(query.runId))  # its last rows are written asynchronously, after the query ends
         error = query.exception()
         if error is None or stop.is_set():
             return 0

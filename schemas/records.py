@@ -134,7 +134,8 @@ ALERTS = StructType(
     + _KAFKA_COORDINATES
 )
 
-# Per host (the sequence key) per event-time window, accumulated across micro-batches by MERGE.
+# Per host (the sequence key) per event-time window: one row per micro-batch that saw the window (its partial
+# aggregates, appended); jobs.sql.host_window_totals sums them per window.
 HOST_WINDOWS = StructType(
     [
         StructField("host", StringType()),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 from jobs.lib import monitoring
 
@@ -55,9 +57,46 @@ def test_listener_writes_one_row_per_batch(spark, tmp_path):
         while not listener.finished and time.monotonic() < deadline:  # listener events arrive asynchronously
             time.sleep(0.2)
     finally:
-        spark.streams.removeListener(listener)
+        monitoring.detach(spark, listener)
     rows = spark.read.format("delta").load(str(table)).orderBy("batch_id").collect()
     assert [(r.query_name, r.batch_id, r.num_input_rows) for r in rows] == [
         ("progress-test", 0, 1), ("progress-test", 1, 2), ("progress-test", 2, 3)]
     assert all(r.query_id == str(query.id) and r.batch_duration_ms >= 0 for r in rows)
     assert (listener.query_id, listener.received) == (str(query.id), 3)
+
+
+def test_one_listener_per_session_follows_each_run_to_its_table(spark, tmp_path):
+    first = monitoring.attach(spark, tmp_path / "a", query_name="restarted")
+    try:
+        assert monitoring.attach(spark, tmp_path / "b", query_name="restarted") is first
+        assert first.path == str(tmp_path / "b")
+    finally:
+        monitoring.detach(spark, first)
+    assert monitoring.attach(spark, tmp_path / "c", query_name="restarted") is not first
+    monitoring.detach(spark, monitoring.attach(spark, tmp_path / "c", query_name="restarted"))
+
+
+def test_progress_rows_that_cannot_be_written_are_given_up_after_bounded_retries(spark, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    # Not registered on the session: the run's events are handed to it directly.
+    listener = monitoring.ProgressToDelta(spark, blocker / "stream_progress", "stream_detect", flush_every=1,
+                                          max_attempts=2, retry_after_s=0.1)
+    caplog.set_level(logging.WARNING, logger="flowsentinel.progress")
+    listener.onQueryStarted(SimpleNamespace(name="stream_detect", id="q-1", runId="r-1"))
+    listener.onQueryProgress(SimpleNamespace(progress=PROGRESS))
+    listener.onQueryTerminated(SimpleNamespace(id="q-1", runId="r-1"))
+    assert listener.wait_finished(120)
+    assert (listener.received, listener.dropped, listener.finished, listener._rows) == (1, 1, True, [])
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert gave_up == [f"gave up on the progress rows of batches [7] ({blocker / 'stream_progress'}) after 2 attempts"]
+
+
+def test_processing_rate_is_rows_over_busy_batch_time(spark):
+    rows = [monitoring.progress_row({**PROGRESS, "batchId": b, "numInputRows": n,
+                                     "durationMs": {"triggerExecution": ms}})
+            for b, n, ms in ((0, 6000, 4000), (1, 0, 50), (2, 9000, 2000))]
+    df = spark.createDataFrame([tuple(r[f] for f in monitoring.STREAM_PROGRESS.fieldNames()) for r in rows],
+                               monitoring.STREAM_PROGRESS)
+    assert monitoring.processing_rate(df) == 2500.0  # 15,000 rows in 6 s of batches; the empty one is idle time
+    assert monitoring.processing_rate(df.where("batch_id = 1")) is None

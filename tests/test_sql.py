@@ -90,7 +90,11 @@ def window(host: str, start: str, flows: int, alerts: int, ports: int) -> dict[s
             "dst_ports": list(range(1, ports + 1)), "updated_batch_id": 0}
 
 
-WINDOW_ROWS = [window("10.0.0.1", "10:00", 30, 30, 25), window("10.0.0.2", "10:00", 5, 0, 3),
+# The stream job appends per-batch partial aggregates: 10.0.0.1's 10:00 window arrived in two batches, 10 + 20
+# flows on ports 1-15 and 11-25; the host_windows view gives its totals (30 flows, 25 distinct ports).
+WINDOW_ROWS = [{**window("10.0.0.1", "10:00", 10, 10, 15), "updated_batch_id": 0},
+               {**window("10.0.0.1", "10:00", 20, 20, 15), "dst_ports": list(range(11, 26)), "updated_batch_id": 1},
+               window("10.0.0.2", "10:00", 5, 0, 3),
                window("10.0.0.4", "10:05", 12, 2, 12), window("10.0.0.5", "10:06", 20, 1, 12)]
 
 
@@ -176,6 +180,13 @@ def test_host_recent_flows_for_a_host(views):
 def test_parameters_override_defaults(views):
     assert result(views, "top_hosts", limit="1") == EXPECTED["top_hosts"][:1]
     assert result(views, "port_scan_suspects", min_ports="13") == EXPECTED["port_scan_suspects"][:1]
+
+
+def test_host_windows_view_sums_the_partial_aggregates_of_each_window(views):
+    got = [tuple(r) for r in views.sql("SELECT * FROM host_windows ORDER BY host, window_start").collect()]
+    assert got[0] == ("10.0.0.1", local("10:00"), local("10:01"), 30, 30, 3000.0, 25, list(range(1, 26)), 1)
+    assert [(r[0], r[3], r[6], r[8]) for r in got[1:]] == [("10.0.0.2", 5, 3, 0), ("10.0.0.4", 12, 12, 0),
+                                                          ("10.0.0.5", 20, 12, 0)]
 
 
 def test_parameter_values_are_literals_not_sql(views):

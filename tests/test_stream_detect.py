@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kafka import KafkaConsumer
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
@@ -21,6 +22,7 @@ from jobs.lib.kafka_broker import ensure_topics
 from jobs.lib.preprocess import apply_zscore, build_sequences, with_labels, with_reject_reason, with_sequence_key
 from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import encode, make_producer, send_records
+from jobs.sql import host_window_totals
 from models.artifact import load_model
 from schemas.labels import canonical_attack_type
 from schemas.records import FLOWS_SCORED_STATS_COLUMNS
@@ -107,7 +109,18 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     assert a.community_id.startswith("1:") and a.explanation.count("=") == 3
     assert alerts.where("community_id IS NULL").count() == len(web)  # 79-column rows carry no IPs
 
-    windows = _table(spark, tmp_path / "out", "host_windows")
+    # Alerts first: every alert is on the topic (keyed by alert_id) before any of its batch's Delta commits.
+    consumer = KafkaConsumer(cfg.kafka.alerts_topic, bootstrap_servers=kafka_broker.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    published = [(m.key.decode(), m.timestamp / 1000) for m in consumer]
+    consumer.close()
+    assert sorted(k for k, _ in published) == sorted(r.alert_id for r in alerts.select("alert_id").collect())
+    for table in ("flows_scored", "alerts", "host_windows"):
+        history = spark.sql(f"DESCRIBE HISTORY delta.`{tmp_path / 'out' / 'tables' / table}`")
+        first_write = min(r.timestamp.timestamp() for r in history.where("operation = 'WRITE'").collect())
+        assert max(t for _, t in published) <= first_write, table
+
+    windows = host_window_totals(_table(spark, tmp_path / "out", "host_windows"))
     assert windows.agg(F.sum("flows")).first()[0] == 300
     ddos_window = windows.where("host = '172.16.0.1'").agg(F.sum("flows"), F.sum("alerts")).first()
     assert tuple(ddos_window) == (200, 200)
@@ -149,10 +162,10 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     assert (before["flows_scored"], before["alerts"], before["quarantine"]) == (50, 50, 0)
 
     # Replaying batch 0, as after a crash between the Delta writes and the checkpoint commit, changes nothing:
-    # every append and the host_windows MERGE carry txnAppId/txnVersion, and Delta skips a version it has.
+    # every append carries its table's txnAppId and the batch id as txnVersion, and Delta skips a version it has.
     persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
     writer(spark.read.parquet(str(tmp_path / "batch-0")), 0)
-    # the writer materializes the batch and its scores once each, and drops both blocks when done
+    # the writer materializes the batch, its scores and its alerts once each, and drops the blocks when done
     assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
     assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == before
     assert sorted(map(tuple, _table(spark, out, "host_windows").collect())) == windows_before

@@ -7,8 +7,9 @@ registers a listener that keeps it:
     from jobs.lib.monitoring import attach
     listener = attach(spark, tables / "stream_progress", query_name="stream_detect")   # before writeStream.start()
 
-Rows are buffered and appended every `flush_every` batches and when the query ends, so a 1-second trigger does
-not make a Delta commit per second. Query with SQL: ``SELECT * FROM delta.`OUT/tables/stream_progress```.
+Rows are buffered and appended every `flush_every` batches and when the query ends, so a 1-second trigger does not
+make a Delta commit per second; a thread of the listener's own writes them, so no batch waits for them. Query with
+SQL: ``SELECT * FROM delta.`OUT/tables/stream_progress```.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.types import (
     DoubleType,
@@ -83,6 +86,16 @@ def progress_row(progress: Any) -> dict[str, Any]:
     }
 
 
+def processing_rate(progress: DataFrame) -> float | None:
+    """A job's own processing rate from its progress rows: input rows over the time its micro-batches with rows
+    took (flows/s; None before any such batch). Idle time between batches, e.g. waiting for input, is not in it."""
+    busy = (progress.where("num_input_rows > 0")
+            .agg(F.sum("num_input_rows").alias("n"), F.sum("batch_duration_ms").alias("ms")).first())
+    if busy is None or not busy["ms"]:
+        return None
+    return round(busy["n"] * 1000 / busy["ms"], 1)
+
+
 def log_line(row: dict[str, Any]) -> str:
     return (f"progress {row['query_name'] or row['query_id']} batch {row['batch_id']}: "
             f"{row['num_input_rows']} rows, in {row['input_rows_per_s'] or 0:.0f}/s, "
@@ -91,78 +104,145 @@ def log_line(row: dict[str, Any]) -> str:
 
 
 class ProgressToDelta(StreamingQueryListener):
-    """Appends the progress of one query run to a Delta table.
+    """Appends the progress of a named query to a Delta table, run after run.
 
-    Attached before ``start()``, it claims the first query that starts with `query_name` (any name when None)
-    and follows that run only, so a session that starts the job several times (tests, a restart) gets one
-    listener per run, each writing its own run's rows; after the run ends the listener stays inert.
+    One per session and query name (:func:`attach` returns the one already registered): it follows every run
+    of the query that starts with `query_name` (any name when None), one run at a time, so a job that restarts
+    its query keeps one listener. Rows are written by a thread of its own, never by the listener bus or the
+    query's thread, so a slow or failing write never delays a batch; a write that fails is retried with the next
+    flush, and rows that failed `max_attempts` times are dropped with a warning that names their batches.
     """
 
     def __init__(self, spark: SparkSession, path: str | Path, query_name: str | None = None,
-                 flush_every: int = 10) -> None:
+                 flush_every: int = 10, max_attempts: int = 3, retry_after_s: float = 2.0) -> None:
         self.spark = spark
         self.path = str(path)
         self.query_name = query_name
         self.flush_every = flush_every
-        self.query_id: str | None = None  # the run this listener follows, set when it starts
+        self.max_attempts = max_attempts
+        self.retry_after_s = retry_after_s
+        self.query_id: str | None = None  # the query of the run this listener follows, set when it starts
+        self.run_id: str | None = None
         self.received = 0  # progress events kept (tests and health checks read it)
-        self.finished = False
-        self._rows: list[dict[str, Any]] = []
+        self.dropped = 0  # rows given up on after max_attempts failed writes
+        self.finished = False  # the followed run has ended and its rows are written (or given up on)
+        self._rows: list[tuple[int, str, dict[str, Any]]] = []  # (failed attempts, table path, row)
+        self._run_paths: dict[str, str] = {}  # run id -> the table its rows go to (late events included)
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._wake = threading.Condition(self._lock)
+        self._pending_end: set[str] = set()  # runs that ended, whose rows the writer has not flushed yet
+        self._ended: set[str] = set()  # runs that ended and whose rows are flushed
+        self._writer = threading.Thread(target=self._write_loop, name="progress-to-delta", daemon=True)
+        self._writer.start()
+
+    def follow(self, path: str | Path) -> None:
+        """Write the rows of the runs that start from now on to `path` (earlier runs' rows keep theirs)."""
+        with self._lock:
+            self.path = str(path)
 
     def onQueryStarted(self, event: Any) -> None:
         with self._lock:
-            if self.query_id is None and (self.query_name is None or event.name == self.query_name):
-                self.query_id = str(event.id)
+            if self.query_name is None or event.name == self.query_name:
+                self.query_id, self.run_id = str(event.id), str(event.runId)
+                self._run_paths[self.run_id] = self.path
+                self.finished = False
 
     def onQueryProgress(self, event: Any) -> None:
         row = progress_row(event.progress)
-        if self.finished or row["query_id"] != self.query_id:
+        path = self._run_paths.get(row["run_id"])
+        if path is None:
             return
         log.info(log_line(row))
         with self._lock:
-            self._rows.append(row)
+            self._rows.append((0, path, row))
             self.received += 1
-            due = len(self._rows) >= self.flush_every
-        if due:
-            self.flush()
+            if len(self._rows) >= self.flush_every:
+                self._wake.notify()
 
     def onQueryIdle(self, event: Any) -> None:
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
-        if str(event.id) == self.query_id and not self.finished:
-            self.flush()
-            self.finished = True
-            self._done.set()
+        with self._lock:
+            if str(event.runId) in self._run_paths:
+                self._pending_end.add(str(event.runId))
+                self._wake.notify()
 
-    def wait_finished(self, timeout_s: float) -> bool:
-        """Block until the followed run's last rows are written (listener events arrive asynchronously: a driver
-        that exits right after its query stops would otherwise lose them); False on timeout."""
-        return self._done.wait(timeout_s)
+    def wait_finished(self, timeout_s: float, run_id: str | None = None) -> bool:
+        """Block until the run's last rows are written (`run_id`, default the run followed now; listener events
+        arrive asynchronously: a driver that exits right after its query stops would otherwise lose them);
+        False on timeout."""
+        with self._lock:
+            run = run_id or self.run_id
+            return self._wake.wait_for(lambda: run in self._ended, timeout_s)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: len(self._rows) >= self.flush_every or bool(self._pending_end))
+                ended, self._pending_end = self._pending_end, set()
+            written = self.flush()
+            while ended and self._rows:  # the run is over: retry soon; flush drops a row after max_attempts
+                time.sleep(self.retry_after_s)
+                written = self.flush()
+            if not ended and self._rows and not written:
+                time.sleep(self.retry_after_s)  # a failed write: not again at once
+            if ended:
+                with self._lock:
+                    self._ended |= ended
+                    self.finished = self.finished or self.run_id in ended
+                    self._wake.notify_all()
 
     def flush(self) -> int:
         """Append the buffered rows; returns how many. Never raises: monitoring must not stop the job."""
         with self._lock:
             rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        try:
-            df = self.spark.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for r in rows],
-                                            STREAM_PROGRESS)
-            df.write.format("delta").mode("append").save(self.path)
-        except Exception as exc:  # logged, and the rows go back for the next flush
-            log.warning("could not write %d progress rows to %s: %s", len(rows), self.path, exc)
-            with self._lock:
-                self._rows = rows + self._rows
-            return 0
-        return len(rows)
+        written = 0
+        for path in dict.fromkeys(p for _, p, _ in rows):
+            batch = [(n, r) for n, p, r in rows if p == path]
+            try:
+                df = self.spark.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for _, r in batch],
+                                                STREAM_PROGRESS)
+                df.write.format("delta").mode("append").save(path)
+                written += len(batch)
+            except Exception as exc:  # the rows go back for the next flush, up to max_attempts writes each
+                kept = [(n + 1, path, r) for n, r in batch if n + 1 < self.max_attempts]
+                lost = [r["batch_id"] for n, r in batch if n + 1 >= self.max_attempts]
+                log.warning("could not write %d progress rows to %s: %s", len(batch), path,
+                            str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc))
+                if lost:
+                    log.warning("gave up on the progress rows of batches %s (%s) after %d attempts", lost, path,
+                                self.max_attempts)
+                with self._lock:
+                    self._rows = kept + self._rows
+                    self.dropped += len(lost)
+        return written
+
+
+_LISTENERS: dict[tuple[int, str | None], ProgressToDelta] = {}
+_LISTENERS_LOCK = threading.Lock()
 
 
 def attach(spark: SparkSession, path: str | Path, query_name: str | None = None,
            flush_every: int = 10) -> ProgressToDelta:
-    """Register a :class:`ProgressToDelta` listener on this session and return it."""
-    listener = ProgressToDelta(spark, path, query_name, flush_every)
-    spark.streams.addListener(listener)
+    """The session's :class:`ProgressToDelta` for `query_name`, registered on first use; runs that start after
+    this call write to `path`."""
+    key = (id(spark), query_name)
+    with _LISTENERS_LOCK:
+        listener = _LISTENERS.get(key)
+        if listener is None:
+            listener = _LISTENERS[key] = ProgressToDelta(spark, path, query_name, flush_every)
+            spark.streams.addListener(listener)
+            return listener
+    listener.follow(path)
+    listener.flush_every = flush_every
     return listener
+
+
+def detach(spark: SparkSession, listener: ProgressToDelta) -> None:
+    """Remove the listener from the session (a later :func:`attach` registers a new one)."""
+    with _LISTENERS_LOCK:
+        for key, known in list(_LISTENERS.items()):
+            if known is listener:
+                del _LISTENERS[key]
+    spark.streams.removeListener(listener)

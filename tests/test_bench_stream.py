@@ -1,0 +1,26 @@
+"""The streaming benchmark's arithmetic and its plot, without Spark or a broker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jobs import bench_stream
+
+
+def test_drain_rates_over_the_whole_run_and_after_the_first_two_batches():
+    commits = {0: 110.0, 1: 120.0, 3: 130.0, 4: 150.0}  # batch 2 had no rows: no commit
+    rows = {0: 1000, 1: 2000, 3: 3000, 4: 6000}
+    assert bench_stream.drain_rates(100.0, commits, rows) == {"flows_per_s": 240.0, "steady_flows_per_s": 300.0}
+    assert bench_stream.drain_rates(100.0, {0: 110.0}, {0: 1000}) == {"flows_per_s": 100.0,
+                                                                     "steady_flows_per_s": None}
+
+
+def test_percentiles_and_the_latency_plot(tmp_path):
+    assert bench_stream.percentiles(np.arange(1, 102, dtype=float)) == {"n": 101, "p50_s": 51.0, "p99_s": 100.0,
+                                                                        "max_s": 101.0}
+    assert bench_stream.percentiles(np.array([])) == {"n": 0, "p50_s": None, "p99_s": None, "max_s": None}
+    rows = [{"rate": rate, "above_capacity": rate > 5000,
+             "to_alert_topic": {"p50_s": 0.5 * i, "p99_s": i + 1.0}, "to_delta": {"p50_s": i + 1.0, "p99_s": None}}
+            for i, rate in enumerate([1000, 2000, 5000, 10000])]
+    bench_stream.plot_latency(rows, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -61,6 +61,7 @@ _CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "
             "source_row", "topic", "partition", "offset", "kafka_timestamp", "reason", "raw"]
 _ORDER = ["event_time", "source_file", "source_row", "partition", "offset"]
 _COORDINATES = ["topic", "partition", "offset"]
+_ARRIVAL = "_arrival"  # the micro-batch's start time: the stateful path's watermark column
 SCORING_ERROR = "scoring_error"  # why a valid row could not be scored or enriched; its quarantine reason category
 
 
@@ -139,6 +140,15 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
 
 def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any,
                      starting_offsets: str) -> DataFrame:
+    """Validated flows with their model inputs (``features``, ``mask``; null for rejected rows).
+
+    With T > 1 the per-host state needs an event-time watermark (its idle timeout), and Spark's state operator
+    silently drops every input row behind the watermark: such a row reached neither flows_scored nor quarantine.
+    So the watermark is on the micro-batch's own clock (``current_timestamp()``, the batch start time), which
+    no row can fall behind: no row is ever late. A flow whose Kafka timestamp lags the others (a slow or
+    replaying producer) is scored in arrival order with the history its host has when it arrives, and without
+    history when the host's state has expired (``stream.state_idle_timeout_ms`` after its last flow). The
+    progress table's ``rows_dropped_by_watermark`` stays 0; it is recorded so that any drop would show."""
     flows = validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats)
     if detector.seq_len == 1:
         # A sequence of one flow needs no history: the row is its own model input, and no state is kept (the
@@ -148,7 +158,7 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
         valid = F.col("reason").isNull()
         return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
                             F.when(valid, F.array(F.lit(True))).alias("mask"))
-    flows = flows.withWatermark("kafka_timestamp", cfg.stream.watermark_delay)
+    flows = flows.withColumn(_ARRIVAL, F.current_timestamp()).withWatermark(_ARRIVAL, cfg.stream.watermark_delay)
     carried = flows.select(*_CARRIED, "vector")
     return carried.groupBy("key").applyInPandasWithState(
         sequence_state_fn(detector.seq_len, len(detector.features), cfg.stream.state_idle_timeout_ms),

@@ -146,24 +146,72 @@ def test_a_row_the_scorer_or_the_enrichment_fails_on_is_quarantined_alone(spark,
              .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
     query.awaitTermination()
     batch = spark.read.parquet(str(tmp_path / "batch-0"))
-    offsets = sorted(r.offset for r in batch.select("offset").collect())
+    offsets = sorted(tuple(r) for r in batch.select("partition", "offset").collect())
     short, bad_port = offsets[3], offsets[7]
+
+    def at(coordinates):
+        return (F.col("partition") == coordinates[0]) & (F.col("offset") == coordinates[1])
+
     edited = batch.withColumns({
-        "features": F.when(F.col("offset") == short, F.slice("features", 1, 5)).otherwise(F.col("features")),
-        "dst_port": F.when(F.col("offset") == bad_port, F.lit(70000)).otherwise(F.col("dst_port"))})
+        "features": F.when(at(short), F.slice("features", 1, 5)).otherwise(F.col("features")),
+        "dst_port": F.when(at(bad_port), F.lit(70000)).otherwise(F.col("dst_port"))})
     out = tmp_path / "out"
     stream_detect.create_tables(spark, out / "tables")
     stream_detect.BatchWriter(cfg, out / "tables", detector, str(artifact))(edited, 0)
 
-    quarantine = _table(spark, out, "quarantine").orderBy("offset").collect()
-    assert [(r.offset, r.reason) for r in quarantine] == [
+    quarantine = _table(spark, out, "quarantine").orderBy("partition", "offset").collect()
+    assert [((r.partition, r.offset), r.reason) for r in quarantine] == [
         (short, "scoring_error: input holds 5 values and 2 mask flags; expected 2 x 76 and 2"),
         (bad_port, 'scoring_error: community_id: Destination port "70000" invalid')]
     assert '"dst_port":70000' in quarantine[1].raw and quarantine[1].topic == topic
-    written = {r.offset for r in _table(spark, out, "flows_scored").collect()}
+    written = {(r.partition, r.offset) for r in _table(spark, out, "flows_scored").collect()}
     assert written == set(offsets) - {short, bad_port}
-    assert {r.offset for r in _table(spark, out, "alerts").collect()} == written  # threshold ~0: all alerts
+    # threshold ~0: every written flow is an alert
+    assert {(r.partition, r.offset) for r in _table(spark, out, "alerts").collect()} == written
     assert _table(spark, out, "host_windows").agg(F.sum("flows")).first()[0] == 18
+
+
+def test_rows_behind_the_watermark_are_scored_not_dropped(spark, kafka_broker, tmp_path):
+    """T > 1 (the state operator): after a run has moved the watermark on, flows whose Kafka timestamps are a day
+    old arrive. Before, Spark's state operator dropped every one of them silently (in neither flows_scored nor
+    quarantine); now each is scored, and the progress rows record what a stateful operator dropped: nothing."""
+    import time as clock
+
+    from jobs.replay_flows import message_key
+
+    topic = "detect-late"
+    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
+    records = list(synthetic_flows(40, seed=8, hosts=4))
+    _produce(kafka_broker, cfg, topic, records[:30])
+    artifact = random_artifact(tmp_path / "model", seq_len=3, threshold=0.5)
+    out = tmp_path / "out"
+    query = _run(spark, cfg, sets, artifact, out, available_now=True)
+    query.awaitTermination()
+    assert query.exception() is None
+
+    producer = make_producer(kafka_broker.bootstrap, cfg)
+    a_day_ago = int(clock.time() * 1000) - 86_400_000
+    for r in records[30:]:
+        producer.send(topic, key=message_key(r, "src_ip"), value=encode(r), timestamp_ms=a_day_ago)
+    producer.flush()
+    producer.close()
+    query = _run(spark, cfg, sets, artifact, out, available_now=True)
+    query.awaitTermination()
+    assert query.exception() is None
+
+    scored = _table(spark, out, "flows_scored")
+    late = scored.where(F.col("kafka_timestamp") < F.lit(a_day_ago / 1000 + 60).cast("timestamp"))
+    assert sorted(r.source_row for r in late.collect()) == sorted(r["source_row"] for r in records[30:])
+    assert scored.count() == 40 and _table(spark, out, "quarantine").count() == 0
+    # the progress rows of both runs (written asynchronously, when each run ends)
+    deadline = time.monotonic() + 60
+    totals = None
+    while totals != (40, 0) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (out / "tables" / "stream_progress" / "_delta_log").is_dir():
+            totals = tuple(_table(spark, out, "stream_progress").agg(
+                F.sum("num_input_rows"), F.sum("rows_dropped_by_watermark")).first())
+    assert totals == (40, 0)
 
 
 def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):

@@ -130,7 +130,7 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
                 features[i], masks[i] = flat[j], mask[j]
             state.update((history.reshape(-1).tolist(),))
             state.setTimeoutTimestamp(state.getCurrentWatermarkMs() + idle_timeout_ms)
-        out = pdf.drop(columns=["vector"])
+        out = pdf.drop(columns=["vector", _ARRIVAL], errors="ignore")
         out["features"] = features
         out["mask"] = masks
         yield out
@@ -159,7 +159,7 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
         return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
                             F.when(valid, F.array(F.lit(True))).alias("mask"))
     flows = flows.withColumn(_ARRIVAL, F.current_timestamp()).withWatermark(_ARRIVAL, cfg.stream.watermark_delay)
-    carried = flows.select(*_CARRIED, "vector")
+    carried = flows.select(*_CARRIED, "vector", _ARRIVAL)  # the state operator needs its watermark column
     return carried.groupBy("key").applyInPandasWithState(
         sequence_state_fn(detector.seq_len, len(detector.features), cfg.stream.state_idle_timeout_ms),
         outputStructType=state_output_schema(carried),

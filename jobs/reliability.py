@@ -55,6 +55,10 @@ MALFORMED_KINDS: dict[str, str] = {
     "empty_payload": "empty_payload",
     "null_payload": "empty_payload",
     "not_utf8": "not_utf8",
+    # identifiers that are not: well-formed JSON of the right types, values no flow can have
+    "port_out_of_range": "invalid_identifier: dst_port",
+    "sql_in_address": "invalid_identifier: src_ip",
+    "protocol_out_of_range": "invalid_identifier: protocol",
 }
 BIG_KIND = "one_megabyte"  # a 1 MB message (an oversized extra field); sent once per run
 BIG_REASON = "unexpected_field: padding"
@@ -93,6 +97,12 @@ def malformed(kind: str, template: dict[str, Any]) -> bytes | None:
         record["total_bwd_packets"] = "Infinity"
     elif kind == "negative_counter":
         record["total_length_fwd_packets"] = "-1"
+    elif kind == "port_out_of_range":
+        record["dst_port"] = 70000
+    elif kind == "sql_in_address":
+        record["src_ip"] = "1.2.3.4'; DROP TABLE alerts;--"
+    elif kind == "protocol_out_of_range":
+        record["protocol"] = 300
     elif kind == BIG_KIND:
         record["padding"] = "x" * (1024 * 1024)
     else:

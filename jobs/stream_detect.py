@@ -66,6 +66,9 @@ log = logging.getLogger("flowsentinel.stream")
 _CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "event_time", "source_file",
             "source_row", "topic", "partition", "offset", "kafka_timestamp", "reason", "raw"]
 _ORDER = ["event_time", "source_file", "source_row", "partition", "offset"]
+_COORDINATES = ["topic", "partition", "offset"]
+_ARRIVAL = "_arrival"  # the micro-batch's start time: the stateful path's watermark column
+SCORING_ERROR = "scoring_error"  # why a valid row could not be scored or enriched; its quarantine reason category
 
 
 def state_output_schema(df: DataFrame) -> str:
@@ -133,7 +136,7 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
                 features[i], masks[i] = flat[j], mask[j]
             state.update((history.reshape(-1).tolist(),))
             state.setTimeoutTimestamp(state.getCurrentWatermarkMs() + idle_timeout_ms)
-        out = pdf.drop(columns=["vector"])
+        out = pdf.drop(columns=["vector", _ARRIVAL], errors="ignore")
         out["features"] = features
         out["mask"] = masks
         yield out
@@ -143,6 +146,15 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
 
 def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any,
                      starting_offsets: str) -> DataFrame:
+    """Validated flows with their model inputs (``features``, ``mask``; null for rejected rows).
+
+    With T > 1 the per-host state needs an event-time watermark (its idle timeout), and Spark's state operator
+    silently drops every input row behind the watermark: such a row reached neither flows_scored nor quarantine.
+    So the watermark is on the micro-batch's own clock (``current_timestamp()``, the batch start time), which
+    no row can fall behind: no row is ever late. A flow whose Kafka timestamp lags the others (a slow or
+    replaying producer) is scored in arrival order with the history its host has when it arrives, and without
+    history when the host's state has expired (``stream.state_idle_timeout_ms`` after its last flow). The
+    progress table's ``rows_dropped_by_watermark`` stays 0; it is recorded so that any drop would show."""
     flows = validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats)
     if detector.seq_len == 1:
         # A sequence of one flow needs no history: the row is its own model input, and no state is kept (the
@@ -152,8 +164,8 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
         valid = F.col("reason").isNull()
         return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
                             F.when(valid, F.array(F.lit(True))).alias("mask"))
-    flows = flows.withWatermark("kafka_timestamp", cfg.stream.watermark_delay)
-    carried = flows.select(*_CARRIED, "vector")
+    flows = flows.withColumn(_ARRIVAL, F.current_timestamp()).withWatermark(_ARRIVAL, cfg.stream.watermark_delay)
+    carried = flows.select(*_CARRIED, "vector", _ARRIVAL)  # the state operator needs its watermark column
     return carried.groupBy("key").applyInPandasWithState(
         sequence_state_fn(detector.seq_len, len(detector.features), cfg.stream.state_idle_timeout_ms),
         outputStructType=state_output_schema(carried),
@@ -195,9 +207,10 @@ class BatchWriter:
     def path(self, table: str) -> str:
         return str(self.tables / table)
 
-    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
+    def _append(self, df: DataFrame, table: str, batch_id: int, writer: str = "") -> None:
+        # `writer` tells apart two appends of one batch to one table (each its own idempotent transaction)
         (df.write.format("delta").mode("append")
-         .option("txnAppId", f"{APP_ID}:{table}").option("txnVersion", batch_id)
+         .option("txnAppId", f"{APP_ID}:{table}{writer}").option("txnVersion", batch_id)
          .save(self.path(table)))
 
     def _append_all(self, writes: dict[str, DataFrame], batch_id: int) -> None:
@@ -251,25 +264,42 @@ class BatchWriter:
     def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int, held: list[DataFrame],
                     steps: dict[str, float]) -> dict[str, DataFrame]:
         """Score the valid rows and publish their alerts; returns what each table gets. The scores and the alerts
-        (with their per-row Python enrichment) are computed once each, into `held` for the caller to release."""
+        (with their per-row Python enrichment, the Community ID) are computed once each, into `held` for the
+        caller to release. A row the scorer or the alert enrichment fails on goes to quarantine as
+        ``scoring_error: <what>`` (its own idempotent append) and to no other table; the rest is written."""
         scored = materialize(valid.withColumn("_s", scorer("features", "mask"))
                              .withColumns({"attack_prob": F.col("_s.attack_prob"),
                                            "pred_type": F.col("_s.attack_type"),
                                            "explanation": F.col("_s.explanation"),
+                                           SCORING_ERROR: F.col("_s.error"),
                                            "batch_id": F.lit(batch_id).cast("long")})
                              .drop("_s", "features", "mask"))
         held.append(scored)
         self._step(steps, "score")
-        writes = {"flows_scored": self.flows_scored(scored), "host_windows": self.host_windows(scored, batch_id)}
-        if scored.where(F.col("attack_prob") >= F.lit(self.threshold)).isEmpty():
-            return writes
-        alerts = materialize(self.alerts(scored))
-        held.append(alerts)
-        self._step(steps, "alerts")
-        if self.cfg.stream.publish_alerts:
-            self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
-            self._step(steps, "publish")
-        writes["alerts"] = alerts
+        ok = F.col(SCORING_ERROR).isNull()
+        alerts = None
+        if not scored.where(ok & (F.col("attack_prob") >= F.lit(self.threshold))).isEmpty():
+            enriched = materialize(self.alerts(scored.where(ok)))
+            held.append(enriched)
+            self._step(steps, "alerts")
+            failed = enriched.where(~ok).select(*_COORDINATES, F.col(SCORING_ERROR).alias("_enrichment"))
+            if not failed.isEmpty():  # rare: those flows go to quarantine and to no other table
+                scored = (scored.join(F.broadcast(failed), _COORDINATES, "left")
+                          .withColumn(SCORING_ERROR, F.coalesce(SCORING_ERROR, "_enrichment")).drop("_enrichment"))
+            alerts = enriched.where(ok).drop(SCORING_ERROR)
+            if self.cfg.stream.publish_alerts:
+                self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
+                self._step(steps, "publish")
+        errors = scored.where(F.col(SCORING_ERROR).isNotNull())
+        if not errors.isEmpty():
+            self._append(self.quarantine(errors.withColumns({
+                "reason": F.concat(F.lit("scoring_error: "), F.col(SCORING_ERROR)),
+                "raw": F.to_json(F.struct(*[c for c in _CARRIED if c in errors.columns and c != "raw"]))})),
+                "quarantine", batch_id, ":scoring")
+        good = scored.where(F.col(SCORING_ERROR).isNull())
+        writes = {"flows_scored": self.flows_scored(good), "host_windows": self.host_windows(good, batch_id)}
+        if alerts is not None:
+            writes["alerts"] = alerts
         return writes
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
@@ -285,12 +315,14 @@ class BatchWriter:
         ])
 
     def alerts(self, scored: DataFrame) -> DataFrame:
-        hits = scored.where(F.col("attack_prob") >= F.lit(self.threshold))
+        """ALERTS columns and ``scoring_error`` (null, or why the enrichment failed on the row)."""
+        hits = scored.where(F.col("attack_prob") >= F.lit(self.threshold)).withColumn(
+            "_cid", community_id_column(F.col("src_ip"), F.col("dst_ip"), F.col("protocol"), F.col("src_port"),
+                                        F.col("dst_port")))
         columns = {
             "alert_id": F.sha2(F.concat_ws(":", "topic", "partition", "offset"), 256).substr(1, 32),
             "timestamp": F.coalesce("event_time", "kafka_timestamp"),
-            "community_id": community_id_column(F.col("src_ip"), F.col("dst_ip"), F.col("protocol"),
-                                                F.col("src_port"), F.col("dst_port")),
+            "community_id": F.col("_cid.community_id"),
             "dest_ip": F.col("dst_ip"),
             "dest_port": F.col("dst_port"),
             "proto": proto_name(F.col("protocol")),
@@ -300,7 +332,7 @@ class BatchWriter:
             "model_version": F.lit(self.model_version),
         }
         return hits.select(*[(columns.get(f.name, F.col(f.name))).cast(f.dataType).alias(f.name)
-                             for f in ALERTS.fields])
+                             for f in ALERTS.fields], F.col("_cid.error").alias(SCORING_ERROR))
 
     def quarantine(self, rejected: DataFrame) -> DataFrame:
         columns = {"quarantined_at": F.current_timestamp()}
@@ -350,6 +382,61 @@ def model_config(cfg: Config, detector: Any, sets: list[str], config_file: str |
     return load_config([*sets, *sequence_config_overrides(detector.sequence)], config_file)
 
 
+MODEL_IDENTITY = "flowsentinel-model.json"  # inside the checkpoint: it goes wherever the checkpoint goes
+
+
+def model_identity(detector: Any) -> dict[str, Any]:
+    """What a checkpoint's state and offsets depend on: the model version, its sequence length and features."""
+    return {"model_version": detector.model_version, "seq_len": int(detector.seq_len),
+            "features": list(detector.features)}
+
+
+def check_model_identity(checkpoint: str, detector: Any) -> None:
+    """Refuse to resume a checkpoint written with another model; record this model's identity in a fresh one.
+
+    Spark would resume it silently: per-host histories of one feature count reshaped into another's, scores of
+    two models mixed in one table under one query. A checkpoint with no committed batch is fresh: its identity is
+    (re)written. A local path only (like jobs.lib.preflight.check_checkpoint)."""
+    if "://" in checkpoint:
+        return
+    folder = Path(checkpoint)
+    identity = model_identity(detector)
+    path = folder / MODEL_IDENTITY
+    committed = (folder / "commits").is_dir() and any((folder / "commits").iterdir())
+    if committed and path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PreflightError(f"checkpoint {checkpoint}: {path} is unreadable ({exc})") from None
+        changed = [k for k in identity if stored.get(k) != identity[k]]
+        if changed:
+            def show(d: dict[str, Any], k: str) -> str:
+                return f"{len(d[k])} features" if k == "features" and isinstance(d.get(k), list) else repr(d.get(k))
+
+            diff = ", ".join(f"{k} {show(stored, k)} -> {show(identity, k)}" for k in changed)
+            raise PreflightError(f"checkpoint {checkpoint} was written with another model ({diff}); use the model "
+                                 "it was written with, or another stream.checkpoint_dir (and --starting-offsets) "
+                                 "for this one")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2))
+
+
+def check_device(device: str, executors_have_gpus: bool) -> None:
+    """``model.device = cuda[:N]`` needs a GPU: refuse at start where none is visible, instead of failing inside
+    every micro-batch. With GPU scheduling (spark.executor.resource.gpu.amount) the executors' GPUs are not this
+    process's to see, and the executor checks its own (jobs.lib.inference.task_device)."""
+    if not device.startswith("cuda") or executors_have_gpus:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise PreflightError(f"model.device = {device!r} but no CUDA GPU is visible; use model.device = auto or cpu")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise PreflightError(f"model.device = {device!r} but this machine has {torch.cuda.device_count()} GPU(s)")
+
+
 def progress_table(out: Path) -> Path:
     """Where the job's progress listener writes one row per micro-batch."""
     return out / "tables" / "stream_progress"
@@ -397,9 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         # Fail fast, naming the problem, before Spark retries for minutes or fails inside a Delta commit.
         check_writable(args.out or cfg.stream.out_dir)
         check_broker(cfg.kafka.bootstrap_servers, cfg.kafka.client.to_dict())
-        check_checkpoint(cfg.stream.checkpoint_dir
-                         or str(Path(args.out or cfg.stream.out_dir) / "checkpoints" / "stream_detect"),
-                         cfg.kafka.flows_topic)
+        checkpoint = (cfg.stream.checkpoint_dir
+                      or str(Path(args.out or cfg.stream.out_dir) / "checkpoints" / "stream_detect"))
+        check_checkpoint(checkpoint, cfg.kafka.flows_topic)
+        check_device(cfg.model.device, "spark.executor.resource.gpu.amount" in cfg.spark.conf)
+        check_model_identity(checkpoint, detector)
     except (ConfigError, ValueError, OSError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

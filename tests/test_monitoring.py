@@ -15,8 +15,10 @@ PROGRESS = {
     "id": "q-1", "runId": "r-1", "name": "stream_detect", "timestamp": "2026-01-01T10:00:00.500Z", "batchId": 7,
     "numInputRows": 5000, "inputRowsPerSecond": 2500.0, "processedRowsPerSecond": 4000.0,
     "durationMs": {"triggerExecution": 1250, "addBatch": 1100, "getBatch": 3},
-    "stateOperators": [{"numRowsTotal": 40, "numRowsUpdated": 12, "memoryUsedBytes": 9000},
-                       {"numRowsTotal": 2, "numRowsUpdated": 1, "memoryUsedBytes": 1000}],
+    "stateOperators": [{"numRowsTotal": 40, "numRowsUpdated": 12, "memoryUsedBytes": 9000,
+                        "numRowsDroppedByWatermark": 3},
+                       {"numRowsTotal": 2, "numRowsUpdated": 1, "memoryUsedBytes": 1000,
+                        "numRowsDroppedByWatermark": 4}],
     "sources": [{"description": "KafkaV2[Subscribe[flows]]", "startOffset": {"flows": {"0": 10}},
                  "endOffset": {"flows": {"0": 5010}}, "latestOffset": {"flows": {"0": 6000}}, "numInputRows": 5000}],
 }
@@ -33,6 +35,7 @@ def test_progress_row_maps_every_field():
         "state_memory_bytes": 10000,
         "sources": json.dumps([{"description": "KafkaV2[Subscribe[flows]]", "startOffset": {"flows": {"0": 10}},
                                 "endOffset": {"flows": {"0": 5010}}, "latestOffset": {"flows": {"0": 6000}}}]),
+        "rows_dropped_by_watermark": 7,
     }
     assert monitoring.log_line(row) == ("progress stream_detect batch 7: 5000 rows, in 2500/s, processed 4000/s, "
                                         "1250 ms, state 42 rows")

@@ -153,13 +153,14 @@ def test_main_on_the_quirk_files(spark, shared_data, tmp_path, capsys):
     assert job.main(["--input", str(data), "--output", str(out), "--set", "prep.sequence_length=2",
                      "--set", "spark.shuffle_partitions=2"]) == 0
     report = json.loads((out / "prep_report.json").read_text())
-    assert (report["rows_in"], report["rows_out"]) == (21, 9)
+    assert (report["rows_in"], report["rows_out"]) == (27, 10)
     assert report["dropped"] == {"empty_row": 2, "field_count": 1, "missing_label": 1, "unknown_label": 1,
                                  "unparseable_number": 2, "missing_value": 1, "nonfinite_value": 1,
-                                 "negative_counter": 1, "unparseable_timestamp": 1, "duplicate": 1}
+                                 "negative_counter": 1, "unparseable_timestamp": 1, "invalid_identifier": 5,
+                                 "duplicate": 1}
     totals = {t: sum(report["splits"][s].get(t, 0) for s in pp.SPLITS) for t in
               ("BENIGN", "Web Attack XSS", "Web Attack Brute Force", "DDoS")}
-    assert totals == {"BENIGN": 4, "Web Attack XSS": 1, "Web Attack Brute Force": 1, "DDoS": 3}
+    assert totals == {"BENIGN": 4, "Web Attack XSS": 1, "Web Attack Brute Force": 1, "DDoS": 4}
     q = {(r["source_file"], r["source_row"]): r["reason"]
          for r in spark.read.format("delta").load(str(out / "quarantine")).collect()}
     want = {(f, i): reason for f, rows in (("quirks79.csv", EXPECTED_79), ("quirks85.csv", EXPECTED_85))

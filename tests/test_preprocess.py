@@ -59,6 +59,12 @@ EXPECTED_85 = {
     3: ("unparseable_number: src_port", "DDoS"),  # 'x'
     4: (None, "DDoS"),  # ISO timestamp 2017-07-07 09:15:00
     5: (None, "DDoS"),  # label 'ddos'
+    6: ("invalid_identifier: dst_port", "DDoS"),  # 70000: the port that once stopped the stream
+    7: ("invalid_identifier: src_ip", "DDoS"),  # "1.2.3.4'; DROP TABLE alerts;--"
+    8: ("invalid_identifier: protocol", "DDoS"),  # 300
+    9: ("invalid_identifier: flow_id", "DDoS"),  # not <ip>-<ip>-<port>-<port>-<protocol>
+    10: (None, "DDoS"),  # IPv6 addresses, flow id to match
+    11: ("invalid_identifier: dst_ip", "DDoS"),  # 192.168.010.50: a leading zero is no IPv4 octet
 }
 
 
@@ -94,6 +100,13 @@ def write_quirk_files(shared_data: Path, folder: Path) -> tuple[Path, Path]:
         _edit(ddos[3], h85, src_port="x"),
         _edit(ddos[4], h85, timestamp="2017-07-07 09:15:00"),
         _edit(ddos[5], h85, label="ddos"),
+        _edit(ddos[6], h85, dst_port="70000"),
+        _edit(ddos[7], h85, src_ip="1.2.3.4'; DROP TABLE alerts;--"),
+        _edit(ddos[8], h85, protocol="300"),
+        _edit(ddos[9], h85, flow_id="flow 9; rm -rf /"),
+        _edit(ddos[10], h85, src_ip="2001:db8::7", dst_ip="::ffff:192.168.10.50",
+              flow_id="2001:db8::7-::ffff:192.168.10.50-52000-80-6"),
+        _edit(ddos[11], h85, dst_ip="192.168.010.50"),
     ]
     folder.mkdir(parents=True, exist_ok=True)
     p79, p85 = folder / "quirks79.csv", folder / "quirks85.csv"
@@ -196,6 +209,53 @@ def test_validation_of_typed_records_without_raw_line(spark):
                    "empty_row", "missing_label", "nonfinite_value: flow_iat_std"]
 
 
+IP_SAMPLES = [
+    "1.2.3.4", "0.0.0.0", "255.255.255.255", "192.168.10.50", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4",
+    "1.2.3.4 ", " 1.2.3.4", "1.2.3.-4", "", "::", "::1", "1::", "1::2", "fe80::200:86ff:fe05:80da",
+    "2001:DB8:0:0:0:0:0:1", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7:8::", "1::2::3", ":1:2:3:4:5:6:7", "1:2:3:4:5:6:7:", "12345::1", "g::1", "::ffff:1.2.3.4",
+    "::1.2.3.4", "1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:7:1.2.3.4", "::ffff:1.2.3.256", "1.2.3.4::",
+    "fe80::1%eth0", ":::", "1:::2", "a" * 50, "1.2.3.4'; DROP TABLE alerts;--", "localhost", "0x7f.1.1.1",
+]
+
+
+def test_ip_check_agrees_with_python_ipaddress(spark):
+    import ipaddress
+
+    def python_says(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return "%" not in text  # a zone index names an interface, not a flow endpoint
+
+    rows = spark.createDataFrame([(ip,) for ip in IP_SAMPLES], "ip string").select(
+        "ip", pp.is_ip_address(F.col("ip")).alias("ok")).collect()
+    assert {r["ip"]: r["ok"] for r in rows} == {ip: python_says(ip) for ip in IP_SAMPLES}
+
+
+def test_identifiers_are_validated_only_where_present(spark):
+    """Typed records (the stream's): each identifier rule, its bounds, and null identifiers passing."""
+    from schemas.records import FLOW_RECORD
+
+    good = {c: 1.0 for c in FEATURE_COLUMNS} | {"label": "BENIGN", "source_file": "k"}
+    full = good | {"flow_id": "10.0.0.1-10.0.0.2-1234-80-6", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.2",
+                   "src_port": 1234, "dst_port": 80, "protocol": 6}
+    edits = [{}, {"dst_port": 0}, {"dst_port": 65535}, {"dst_port": 65536}, {"src_port": -1}, {"protocol": 255},
+             {"protocol": 256}, {"protocol": -1}, {"src_ip": "10.0.0.256"}, {"dst_ip": "::1"},
+             {"dst_ip": "10.0.0.2/24"}, {"flow_id": "x" * 200}, {"flow_id": "10.0.0.1-10.0.0.2-1234-80"},
+             {"source_file": "f" * 256}, {"source_file": "f" * 255}, {"src_ip": "bad", "dst_port": 70000}]
+    rows = [full | e | {"source_row": i} for i, e in enumerate(edits)]
+    rows.append(good | {"source_row": len(rows)})  # a 79-column-like record: no identifiers at all
+    rows.append(good | {"dst_port": 99999, "source_row": len(rows)})
+    df = spark.createDataFrame([tuple(r.get(c) for c in FLOW_RECORD.fieldNames()) for r in rows], FLOW_RECORD)
+    got = [r["reject_reason"] for r in pp.with_reject_reason(df, _cfg()).orderBy("source_row").collect()]
+    bad = "invalid_identifier: "
+    assert got == [None, None, None, bad + "dst_port", bad + "src_port", None, bad + "protocol", bad + "protocol",
+                   bad + "src_ip", None, bad + "dst_ip", bad + "flow_id", bad + "flow_id", bad + "source_file",
+                   None, bad + "src_ip", None, bad + "dst_port"]
+
+
 def test_reject_reason_reads_the_event_time_a_keyed_frame_already_has(spark):
     """After with_sequence_key the timestamp is judged by its parsed ``event_time``, not parsed again."""
     from schemas.records import FLOW_RECORD
@@ -225,6 +285,14 @@ def test_real_rows_of_the_shared_sample(spark, shared_data):
         (457, 80, -1.0, "negative_counter: flow_duration", "BENIGN"),
         (7635, 53, 48058.0, None, "BENIGN"),
     ]
+
+
+def test_every_identifier_of_the_shared_samples_is_valid(spark, shared_data):
+    flows = pp.with_reject_reason(pp.read_flows(spark, shared_data), _cfg())
+    counts = {r["reason"]: r["count"] for r in flows.groupBy(
+        pp.reason_category(F.col("reject_reason")).alias("reason")).count().collect()}
+    assert counts.get(pp.INVALID_IDENTIFIER) is None
+    assert sum(counts.values()) == 7635 + 750 + 750 + 7498
 
 
 def test_missing_column_fails_at_start_naming_file_and_column(spark, shared_data, tmp_path):

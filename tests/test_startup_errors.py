@@ -213,3 +213,38 @@ def ensure_topics_for(broker, cfg, topic: str) -> None:
     from jobs.lib.kafka_broker import ensure_topics
 
     ensure_topics(broker.bootstrap, cfg, [topic])
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, model, capsys, kafka_broker):
+    """The first start records the model beside the checkpoint's state; a later start with another model (here
+    T=3 where the state holds T=2 histories) is refused, naming what changed, before any batch."""
+    from jobs.stream_detect import MODEL_IDENTITY, check_model_identity
+    from models.artifact import load_model
+
+    checkpoint = tmp_path / "ckpt"
+    first = load_model(model, device="cpu")
+    check_model_identity(str(checkpoint), first)  # a fresh checkpoint: the identity is written
+    stored = json.loads((checkpoint / MODEL_IDENTITY).read_text())
+    assert stored == {"model_version": first.model_version, "seq_len": 2, "features": first.features}
+    (checkpoint / "commits").mkdir()
+    (checkpoint / "commits" / "0").write_text('v1\n{"nextBatchWatermarkMs":0}')  # a batch was committed
+    check_model_identity(str(checkpoint), first)  # the same model resumes
+
+    other = random_artifact(tmp_path / "other", seq_len=3, seed=1)
+    code, err = run_main(capsys, *base_args(tmp_path, other, kafka_broker.bootstrap),
+                         "--set", f"stream.checkpoint_dir={checkpoint}")
+    assert code == 2
+    version = load_model(other, device="cpu").model_version
+    assert (f"error: checkpoint {checkpoint} was written with another model (model_version "
+            f"'{first.model_version}' -> '{version}', seq_len 2 -> 3); use the model it was written with, or "
+            "another stream.checkpoint_dir (and --starting-offsets) for this one") in err
+    assert json.loads((checkpoint / MODEL_IDENTITY).read_text()) == stored  # kept as it was
+
+
+def test_cuda_without_a_gpu_is_refused_at_start(tmp_path, model, capsys, kafka_broker, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = run_main(capsys, *base_args(tmp_path, model, kafka_broker.bootstrap), "--set", "model.device=cuda")
+    assert code == 2
+    assert "error: model.device = 'cuda' but no CUDA GPU is visible; use model.device = auto or cpu" in err

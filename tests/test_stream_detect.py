@@ -72,7 +72,12 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     negative = {**ddos[1], "total_fwd_packets": -3.0}
     extra = {**ddos[2], "ttl": 64}
     keyless = {k: v for k, v in ddos[3].items() if k not in ("src_ip", "source_file")}  # no sequence to join
-    raw = [v for v, _ in MALFORMED] + [encode(wrong), encode(negative), encode(extra), encode(keyless)]
+    # identifiers that are not: these once reached scoring, and the port stopped the query
+    port = {**ddos[4], "dst_port": 70000}
+    injected = {**ddos[5], "src_ip": "1.2.3.4'; DROP TABLE alerts;--"}
+    protocol = {**ddos[6], "protocol": 300}
+    hostile = [port, injected, protocol]
+    raw = [v for v, _ in MALFORMED] + [encode(r) for r in (wrong, negative, extra, keyless, *hostile)]
     _produce(kafka_broker, cfg, topic, ddos + web, raw)
     # threshold ~0: every valid flow is an alert, so the alert table must mirror flows_scored exactly
     artifact = random_artifact(tmp_path / "model", seq_len=3, threshold=1e-6)
@@ -98,7 +103,10 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
                        ("invalid_json", "[1, 2, 3]"), ("wrong_type: flow_duration", encode(wrong).decode()),
                        ("negative_counter: total_fwd_packets", encode(negative).decode()),
                        ("unexpected_field: ttl", encode(extra).decode()),
-                       ("missing_key: src_ip", encode(keyless).decode())])
+                       ("missing_key: src_ip", encode(keyless).decode()),
+                       ("invalid_identifier: dst_port", encode(port).decode()),
+                       ("invalid_identifier: src_ip", encode(injected).decode()),
+                       ("invalid_identifier: protocol", encode(protocol).decode())])
     assert got == expected
 
     alerts = _table(spark, tmp_path / "out", "alerts")
@@ -106,7 +114,8 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     a = alerts.where("flow_id = '172.16.0.1-192.168.10.50-14111-80-6'").first()
     assert (a.src_ip, a.dest_ip, a.dest_port, a.proto, a.key) == ("172.16.0.1", "192.168.10.50", 80, "TCP",
                                                                  "172.16.0.1")
-    assert a.community_id.startswith("1:") and a.explanation.count("=") == 3
+    # Community ID v1 of (TCP, 172.16.0.1:14111 -> 192.168.10.50:80) by the communityid package
+    assert a.community_id == "1:CXN4BF2SPXtIxNY1co/T1bDqoOM=" and a.explanation.count("=") == 3
     assert alerts.where("community_id IS NULL").count() == len(web)  # 79-column rows carry no IPs
 
     # Alerts first: every alert is on the topic (keyed by alert_id) before any of its batch's Delta commits.
@@ -133,6 +142,89 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     progress = _table(spark, tmp_path / "out", "stream_progress")
     assert progress.agg(F.sum("num_input_rows")).first()[0] == 300 + len(raw)
     assert progress.select("query_id").distinct().collect()[0][0] == str(query.id)
+
+
+def test_a_row_the_scorer_or_the_enrichment_fails_on_is_quarantined_alone(spark, kafka_broker, tmp_path):
+    """Rows past validation that still fail (here made so by editing a batch the sink saw): a model input of the
+    wrong size, a port the Community ID refuses. Each goes to quarantine as scoring_error, the rest is written;
+    before, either raised and failed the micro-batch, and the query with it."""
+    topic = "detect-isolation"
+    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
+    _produce(kafka_broker, cfg, topic, synthetic_flows(20, seed=4, hosts=3))
+    artifact = random_artifact(tmp_path / "model", seq_len=2, threshold=1e-6)
+    detector = load_model(artifact, device="cpu")
+    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    query = (stream_detect.detection_stream(spark, cfg, model_cfg, detector, "earliest").writeStream
+             .foreachBatch(lambda df, i: df.write.parquet(str(tmp_path / f"batch-{i}")))
+             .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
+    query.awaitTermination()
+    batch = spark.read.parquet(str(tmp_path / "batch-0"))
+    offsets = sorted(tuple(r) for r in batch.select("partition", "offset").collect())
+    short, bad_port = offsets[3], offsets[7]
+
+    def at(coordinates):
+        return (F.col("partition") == coordinates[0]) & (F.col("offset") == coordinates[1])
+
+    edited = batch.withColumns({
+        "features": F.when(at(short), F.slice("features", 1, 5)).otherwise(F.col("features")),
+        "dst_port": F.when(at(bad_port), F.lit(70000)).otherwise(F.col("dst_port"))})
+    out = tmp_path / "out"
+    stream_detect.create_tables(spark, out / "tables")
+    stream_detect.BatchWriter(cfg, out / "tables", detector, str(artifact))(edited, 0)
+
+    quarantine = _table(spark, out, "quarantine").orderBy("partition", "offset").collect()
+    assert [((r.partition, r.offset), r.reason) for r in quarantine] == [
+        (short, "scoring_error: input holds 5 values and 2 mask flags; expected 2 x 76 and 2"),
+        (bad_port, 'scoring_error: community_id: Destination port "70000" invalid')]
+    assert '"dst_port":70000' in quarantine[1].raw and quarantine[1].topic == topic
+    written = {(r.partition, r.offset) for r in _table(spark, out, "flows_scored").collect()}
+    assert written == set(offsets) - {short, bad_port}
+    # threshold ~0: every written flow is an alert
+    assert {(r.partition, r.offset) for r in _table(spark, out, "alerts").collect()} == written
+    assert _table(spark, out, "host_windows").agg(F.sum("flows")).first()[0] == 18
+
+
+def test_rows_behind_the_watermark_are_scored_not_dropped(spark, kafka_broker, tmp_path):
+    """T > 1 (the state operator): after a run has moved the watermark on, flows whose Kafka timestamps are a day
+    old arrive. Before, Spark's state operator dropped every one of them silently (in neither flows_scored nor
+    quarantine); now each is scored, and the progress rows record what a stateful operator dropped: nothing."""
+    import time as clock
+
+    from jobs.replay_flows import message_key
+
+    topic = "detect-late"
+    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
+    records = list(synthetic_flows(40, seed=8, hosts=4))
+    _produce(kafka_broker, cfg, topic, records[:30])
+    artifact = random_artifact(tmp_path / "model", seq_len=3, threshold=0.5)
+    out = tmp_path / "out"
+    query = _run(spark, cfg, sets, artifact, out, available_now=True)
+    query.awaitTermination()
+    assert query.exception() is None
+
+    producer = make_producer(kafka_broker.bootstrap, cfg)
+    a_day_ago = int(clock.time() * 1000) - 86_400_000
+    for r in records[30:]:
+        producer.send(topic, key=message_key(r, "src_ip"), value=encode(r), timestamp_ms=a_day_ago)
+    producer.flush()
+    producer.close()
+    query = _run(spark, cfg, sets, artifact, out, available_now=True)
+    query.awaitTermination()
+    assert query.exception() is None
+
+    scored = _table(spark, out, "flows_scored")
+    late = scored.where(F.col("kafka_timestamp") < F.lit(a_day_ago / 1000 + 60).cast("timestamp"))
+    assert sorted(r.source_row for r in late.collect()) == sorted(r["source_row"] for r in records[30:])
+    assert scored.count() == 40 and _table(spark, out, "quarantine").count() == 0
+    # the progress rows of both runs (written asynchronously, when each run ends)
+    deadline = time.monotonic() + 60
+    totals = None
+    while totals != (40, 0) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (out / "tables" / "stream_progress" / "_delta_log").is_dir():
+            totals = tuple(_table(spark, out, "stream_progress").agg(
+                F.sum("num_input_rows"), F.sum("rows_dropped_by_watermark")).first())
+    assert totals == (40, 0)
 
 
 def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):

@@ -8,10 +8,6 @@ first batch and keeps it for all later ones.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import ipaddress
-import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +19,9 @@ from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
 # A StructType, not a DDL string: parsing DDL needs a running JVM, and the UDF's function must also be callable
 # without one (jobs/bench_cuda.py runs it on a GPU machine that has no Spark).
+# ``error``: null, or why this one row could not be scored (the job quarantines it as ``scoring_error: <error>``).
 SCORE_TYPE = StructType([StructField("attack_prob", FloatType()), StructField("attack_type", StringType()),
-                         StructField("explanation", StringType())])
+                         StructField("explanation", StringType()), StructField("error", StringType())])
 _DETECTORS: dict[tuple[str, str, int, int], Any] = {}
 
 
@@ -70,72 +67,144 @@ def explain(last_flow: np.ndarray, names: list[str], top_k: int) -> list[str]:
     return [", ".join(f"{names[j]}={last_flow[i, j]:+.1f}" for j in row) for i, row in enumerate(order)]
 
 
+def predict_isolated(detector: Any, x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """``detector.predict`` on (N, T, F) inputs, one row's failure kept to that row: a forward that raises is split
+    in halves until the failing rows stand alone; each gets its error, the rest their scores. Raises when every
+    row fails: then the model, not a row, is the problem (the query fails and restarts, as for a missing file)."""
+    n = len(x)
+    prob, types = np.full(n, np.nan, np.float32), np.zeros(n, np.int64)
+    errors: list[str | None] = [None] * n
+
+    def run(lo: int, hi: int) -> None:
+        try:
+            p, t = detector.predict(x[lo:hi], m[lo:hi])
+            prob[lo:hi], types[lo:hi] = p, t
+        except Exception as exc:
+            if hi - lo == 1:
+                errors[lo] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                return
+            mid = (lo + hi) // 2
+            run(lo, mid)
+            run(mid, hi)
+
+    try:
+        p, t = detector.predict(x, m)  # the usual case: one call for the whole batch
+        prob[:], types[:] = p, t
+    except Exception:
+        run(0, n)
+        if all(errors):
+            raise
+    for i in np.flatnonzero(~np.isfinite(prob)):
+        errors[i] = errors[i] or "non-finite attack probability"
+    return prob, types, errors
+
+
 def score_udf(model_dir: str, device: str, batch_size: int, threads: int, explain_top_k: int) -> Any:
-    """Iterator pandas UDF (features array<float> (T*F, flat), mask array<boolean> (T)) -> SCORE_TYPE."""
+    """Iterator pandas UDF (features array<float> (T*F, flat), mask array<boolean> (T)) -> SCORE_TYPE.
+
+    A row that cannot be scored (an input of the wrong size, a forward that fails on it, a non-finite score)
+    gets ``error`` and no score; the others are scored. A failure of the whole batch (the model cannot be loaded,
+    every row fails) raises."""
 
     @F.pandas_udf(SCORE_TYPE)  # type: ignore[call-overload]
     def score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         detector = get_detector(model_dir, device, batch_size, threads)
         seq_len, n_features = detector.seq_len, len(detector.features)
         for features, masks in batches:
-            if len(features) == 0:
-                yield pd.DataFrame({"attack_prob": np.zeros(0, np.float32), "attack_type": [], "explanation": []})
-                continue
-            # One concatenate of the Arrow-backed arrays: 5x cheaper than np.stack of per-row arrays, which was
-            # most of the UDF's time on a GPU. Every row holds T*F values (T mask flags); checked, not assumed.
-            x = np.concatenate(features.to_numpy()).astype(np.float32, copy=False)
-            m = np.concatenate(masks.to_numpy()).astype(bool, copy=False)
-            if x.size != len(features) * seq_len * n_features or m.size != len(masks) * seq_len:
-                raise ValueError(f"scoring input of {len(features)} rows holds {x.size} values and {m.size} "
-                                 f"mask flags; expected {seq_len} x {n_features} and {seq_len} per row")
-            x, m = x.reshape(-1, seq_len, n_features), m.reshape(-1, seq_len)
-            prob, type_index = detector.predict(x, m)
-            alert = prob >= detector.threshold
-            why = np.full(len(prob), None, dtype=object)
-            if alert.any():
-                why[alert] = explain(x[alert, -1, :], detector.features, explain_top_k)
-            yield pd.DataFrame({"attack_prob": prob, "attack_type": detector.type_names(type_index),
-                                "explanation": why})
+            n = len(features)
+            # Every row must hold T*F values and T mask flags; checked per row, so a bad one fails alone.
+            feature_cells, mask_cells = features.to_numpy(), masks.to_numpy()
+            sizes = np.fromiter((-1 if f is None else len(f) for f in feature_cells), np.int64, n)
+            flags = np.fromiter((-1 if f is None else len(f) for f in mask_cells), np.int64, n)
+            ok = (sizes == seq_len * n_features) & (flags == seq_len)
+            errors: list[str | None] = [
+                None if good else f"input holds {size} values and {flag} mask flags; expected {seq_len} x "
+                                  f"{n_features} and {seq_len}"
+                for good, size, flag in zip(ok, sizes, flags, strict=True)]
+            prob = np.full(n, np.nan, np.float32)
+            names = np.full(n, None, dtype=object)
+            why = np.full(n, None, dtype=object)
+            if ok.any():
+                # One concatenate of the Arrow-backed arrays: 5x cheaper than np.stack of per-row arrays, which
+                # was most of the UDF's time on a GPU.
+                rows = np.flatnonzero(ok)
+                x = np.concatenate(feature_cells[ok]).astype(np.float32, copy=False)
+                m = np.concatenate(mask_cells[ok]).astype(bool, copy=False)
+                x, m = x.reshape(-1, seq_len, n_features), m.reshape(-1, seq_len)
+                p, type_index, failed = predict_isolated(detector, x, m)
+                scored = np.array([e is None for e in failed], bool)
+                prob[rows] = np.where(scored, p, np.nan)
+                names[rows[scored]] = detector.type_names(type_index[scored])
+                for i, e in zip(rows, failed, strict=True):
+                    errors[i] = e
+                alert = scored & (p >= detector.threshold)
+                if alert.any():
+                    why[rows[alert]] = explain(x[alert, -1, :], detector.features, explain_top_k)
+            yield pd.DataFrame({"attack_prob": prob, "attack_type": names, "explanation": why,
+                                "error": pd.Series(errors, dtype=object)})
 
     return score
 
 
 # ------------------------------------------------------------------------------------------- community id
 
+# Community ID of one flow: the value (null without both addresses, a protocol, or the ports of a protocol that
+# needs them), or the error that kept it from being computed (the job quarantines that row as scoring_error).
+COMMUNITY_ID_TYPE = StructType([StructField("community_id", StringType()), StructField("error", StringType())])
+_ALGORITHMS: dict[int, Any] = {}
+
+
 def community_id(src_ip: str | None, dst_ip: str | None, proto: int | None, src_port: int | None,
                  dst_port: int | None, seed: int = 0) -> str | None:
-    """Community ID v1 flow hash (https://github.com/corelight/community-id-spec), as Zeek and Suricata
-    compute it: base64(sha1(seed, smaller endpoint first)). None when an IP is missing or not an IP."""
+    """Community ID v1 flow hash (https://github.com/corelight/community-id-spec) by the ``communityid`` package,
+    the spec's own Python implementation: TCP, UDP and SCTP hash their ports, ICMP and ICMPv6 their type and code
+    (CICFlowMeter writes them where the ports go), any other protocol none. None when an address or the
+    protocol is missing, or the ports of a protocol that hashes them; ValueError when the package refuses the
+    values (e.g. a port outside 0-65535)."""
+    import communityid
+
     if not src_ip or not dst_ip or proto is None:
         return None
-    try:
-        sip, dip = ipaddress.ip_address(src_ip).packed, ipaddress.ip_address(dst_ip).packed
-    except ValueError:
+    proto = int(proto)
+    with_ports = proto in communityid.PORT_PROTOS
+    if with_ports and (src_port is None or dst_port is None):
         return None
-    sport, dport = int(src_port or 0), int(dst_port or 0)
-    if proto not in (6, 17, 132):  # ports only count for TCP, UDP, SCTP here
-        sport = dport = 0
-    if (sip, sport) > (dip, dport):
-        sip, dip, sport, dport = dip, sip, dport, sport
-    data = struct.pack("!H", seed) + sip + dip + struct.pack("!BB", int(proto), 0)
-    data += struct.pack("!HH", sport, dport)
-    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+    try:
+        flow = communityid.FlowTuple(proto, src_ip, dst_ip, *((int(src_port), int(dst_port))  # type: ignore[arg-type]
+                                                              if with_ports else ()))
+    except communityid.FlowTupleError as exc:
+        raise ValueError(str(exc)) from None
+    if seed not in _ALGORITHMS:
+        _ALGORITHMS[seed] = communityid.CommunityID(seed)
+    algorithm = _ALGORITHMS[seed]
+    value = algorithm.calc(flow)
+    if value is None:
+        raise ValueError(algorithm.get_error())
+    return str(value)
 
 
 def _community_ids(src_ip: pd.Series, dst_ip: pd.Series, proto: pd.Series, src_port: pd.Series,
-                     dst_port: pd.Series) -> pd.Series:
+                   dst_port: pd.Series) -> pd.DataFrame:
     def value(v: Any) -> Any:
         return None if pd.isna(v) else v
 
-    return pd.Series([community_id(value(a), value(b), value(p), value(s), value(d))
-                      for a, b, p, s, d in zip(src_ip, dst_ip, proto, src_port, dst_port, strict=True)],
-                     dtype=object)
+    ids: list[str | None] = []
+    errors: list[str | None] = []
+    for a, b, p, s, d in zip(src_ip, dst_ip, proto, src_port, dst_port, strict=True):
+        try:
+            ids.append(community_id(value(a), value(b), value(p), value(s), value(d)))
+            errors.append(None)
+        except Exception as exc:  # about this row only: the row is quarantined, the others keep their ids
+            ids.append(None)
+            errors.append(f"community_id: {str(exc)[:200]}")
+    return pd.DataFrame({"community_id": pd.Series(ids, dtype=object), "error": pd.Series(errors, dtype=object)})
 
 
 def community_id_column(src_ip: Column, dst_ip: Column, proto: Column, src_port: Column,
                         dst_port: Column) -> Column:
+    """COMMUNITY_ID_TYPE per row (a pandas UDF: evaluate it once per row, e.g. on a materialized frame)."""
     # Built on call: a pandas UDF object needs a running SparkContext, never one at import time.
-    udf = F.pandas_udf(_community_ids, StringType())  # type: ignore[call-overload]
+    udf = F.pandas_udf(_community_ids, COMMUNITY_ID_TYPE)  # type: ignore[call-overload]
     return udf(src_ip, dst_ip, proto, src_port, dst_port)
 
 

@@ -52,6 +52,8 @@ STREAM_PROGRESS = StructType([
     StructField("state_rows_updated", LongType()),
     StructField("state_memory_bytes", LongType()),
     StructField("sources", StringType()),  # JSON: per source, start/end/latest offsets
+    # input rows a stateful operator dropped as behind the watermark: in neither flows_scored nor quarantine
+    StructField("rows_dropped_by_watermark", LongType()),
 ])
 
 
@@ -83,6 +85,7 @@ def progress_row(progress: Any) -> dict[str, Any]:
         "state_memory_bytes": sum(int(op.get("memoryUsedBytes", 0)) for op in state),
         "sources": json.dumps([{k: s.get(k) for k in ("description", "startOffset", "endOffset", "latestOffset")}
                                for s in p.get("sources") or []]),
+        "rows_dropped_by_watermark": sum(int(op.get("numRowsDroppedByWatermark", 0)) for op in state),
     }
 
 
@@ -203,7 +206,8 @@ class ProgressToDelta(StreamingQueryListener):
             try:
                 df = self.spark.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for _, r in batch],
                                                 STREAM_PROGRESS)
-                df.write.format("delta").mode("append").save(path)
+                # mergeSchema: a table written before rows_dropped_by_watermark existed takes the new column
+                df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
                 written += len(batch)
             except Exception as exc:  # the rows go back for the next flush, up to max_attempts writes each
                 kept = [(n + 1, path, r) for n, r in batch if n + 1 < self.max_attempts]

@@ -28,6 +28,12 @@ Cleaning rules, checked in this order; the first that applies is the row's ``rej
    flag counts, the duration). IAT minima and ``Init_Win_bytes_*`` (-1 = not seen) are legitimately negative in
    CICFlowMeter output and are not checked.
 8. ``unparseable_timestamp``: a timestamp is present but matches none of the known spellings.
+9. ``invalid_identifier: col``: an identifier that is present but not one: a port outside 0-65535, a protocol
+   outside 0-255, an IP address that is not IPv4 (dotted quad, no leading zeros) or IPv6 (RFC 4291 text, an
+   embedded IPv4 tail allowed, no zone index), a flow id that is not ``<ip>-<ip>-<port>-<port>-<protocol>``
+   (CICFlowMeter's form) or longer than ``MAX_FLOW_ID_LENGTH``, a ``source_file`` longer than
+   ``MAX_SOURCE_FILE_LENGTH``. Null identifiers are valid (79-column files have only dst_port): only what is
+   there is checked, with Spark expressions (no Python UDF: this runs on every row).
 
 Exact duplicate rows (all columns equal, provenance aside) are dropped after validation, keeping the first in
 file order (``duplicate`` in the report).
@@ -81,11 +87,12 @@ NONFINITE_VALUE = "nonfinite_value"
 NONFINITE_RATE = "nonfinite_rate"
 NEGATIVE_COUNTER = "negative_counter"
 UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+INVALID_IDENTIFIER = "invalid_identifier"
 DUPLICATE = "duplicate"
 # Reason categories in the order the rules are checked (the report lists them in this order).
 REJECT_REASONS = [EMPTY_ROW, FIELD_COUNT, MALFORMED_ROW, MISSING_LABEL, UNKNOWN_LABEL, UNPARSEABLE_NUMBER,
                   MISSING_VALUE, NONFINITE_VALUE, NONFINITE_RATE, NEGATIVE_COUNTER, UNPARSEABLE_TIMESTAMP,
-                  DUPLICATE]
+                  INVALID_IDENTIFIER, DUPLICATE]
 
 # For the impute policy: the counts each rate divides by the duration (CICFlowMeter's definitions).
 RATE_NUMERATORS: dict[str, list[str]] = {
@@ -339,6 +346,46 @@ def impute_rates(df: DataFrame) -> DataFrame:
     return df.withColumns(replaced)
 
 
+# Identifier rules (rule 9). The longest real CICIDS2017 flow id is 38 characters; two IPv6 addresses, two ports
+# and a protocol need at most 95.
+MAX_FLOW_ID_LENGTH = 128
+MAX_SOURCE_FILE_LENGTH = 255  # a file name (ext4, NTFS and APFS limit)
+PORT_RANGE, PROTOCOL_RANGE = (0, 65535), (0, 255)
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_HEX_GROUPS = r"([0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,4})*)"
+_FLOW_ID = r"^[0-9a-fA-F.:]{2,39}-[0-9a-fA-F.:]{2,39}-[0-9]{1,5}-[0-9]{1,5}-[0-9]{1,3}$"
+
+
+def is_ip_address(ip: Column) -> Column:
+    """True where the text is an IPv4 or IPv6 address as Python's ``ipaddress.ip_address`` reads it (no zone
+    index), false otherwise, null for null; a Spark expression, so it costs no Python round trip per row.
+
+    IPv6: an IPv4 tail counts as two groups; without ``::`` exactly eight groups, with one ``::`` at most seven
+    written groups (``::`` then stands for at least one)."""
+    hex_form = F.regexp_replace(ip, rf":{_IPV4}$", ":0:0")
+    written = F.size(F.filter(F.split(hex_form, ":"), lambda g: g != ""))
+    ipv6 = (F.length(ip) <= 45) & ~hex_form.contains(".") & (
+        hex_form.rlike(r"^([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}$")
+        | (hex_form.rlike(rf"^{_HEX_GROUPS}?::{_HEX_GROUPS}?$") & (written <= 7)))
+    return F.when(ip.rlike(rf"^{_IPV4}$"), F.lit(True)).otherwise(ipv6)
+
+
+def _identifier_checks(df: DataFrame) -> list[Column]:
+    """``invalid_identifier: col`` for the first identifier present in ``df`` that is not one (rule 9)."""
+    col = F.col
+    checks: dict[str, Column] = {}
+    for name, (low, high) in (("src_port", PORT_RANGE), ("dst_port", PORT_RANGE), ("protocol", PROTOCOL_RANGE)):
+        checks[name] = ~col(name).between(low, high)
+    for name in ("src_ip", "dst_ip"):
+        checks[name] = ~is_ip_address(col(name))
+    checks["flow_id"] = (F.length(col("flow_id")) > MAX_FLOW_ID_LENGTH) | ~col("flow_id").rlike(_FLOW_ID)
+    checks["source_file"] = F.length(col("source_file")) > MAX_SOURCE_FILE_LENGTH
+    order = [*IDENTIFIER_COLUMNS, "source_file"]
+    return [F.when(checks[name], F.lit(f"{INVALID_IDENTIFIER}: {name}"))
+            for name in order if name in checks and name in df.columns]
+
+
 def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
     """Adds ``reject_reason`` (null = valid) by the rules in the module docstring; row-level, stream-safe.
 
@@ -388,6 +435,7 @@ def with_reject_reason(df: DataFrame, cfg: Config) -> DataFrame:
                       else parse_event_time(col("timestamp"), cfg.prep.cicids_12h_clock))
         unparsed = event_time.isNull()
         checks.append(F.when(present & unparsed, F.lit(UNPARSEABLE_TIMESTAMP)))
+    checks += _identifier_checks(df)
     arrays = {"_values": F.array(*[col(c) for c in FEATURE_COLUMNS]),
               "_nonneg": F.array(*[col(c) for c in NON_NEGATIVE_COLUMNS])}
     return df.withColumns(arrays).withColumn(REJECT_REASON, F.coalesce(*checks)).drop(*arrays)

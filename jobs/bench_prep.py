@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.lib import preprocess as pp
+from jobs.lib import prep as pp
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.flow_io import list_csv_files
 from jobs.lib.outputs import replace_output_dir
@@ -344,7 +344,7 @@ def read_flows_pandas(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def parse_event_times(text: pd.Series, cicids_12h_clock: bool = True) -> np.ndarray:
     """Timestamp text -> datetime64[ns] (NaT where absent or unparseable); the pandas twin of
-    :func:`jobs.lib.preprocess.parse_event_time`, run once per distinct text."""
+    :func:`jobs.lib.prep.parse_event_time`, run once per distinct text."""
     codes, uniques = pd.factorize(text.fillna("").str.strip())
     distinct = pd.Series(uniques, dtype=object)
     day_first = pd.Series(pd.NaT, index=distinct.index, dtype="datetime64[ns]")
@@ -362,7 +362,7 @@ def parse_event_times(text: pd.Series, cicids_12h_clock: bool = True) -> np.ndar
 
 def fit_zscore_numpy(x: np.ndarray, rows: np.ndarray, features: list[str], clip: float,
                      transform: str) -> pp.NormStats:
-    """The twin of :func:`jobs.lib.preprocess.fit_zscore` over ``x[rows]``, two passes in chunks (bounded memory,
+    """The twin of :func:`jobs.lib.prep.fit_zscore` over ``x[rows]``, two passes in chunks (bounded memory,
     no cancellation in the variance)."""
     n = len(rows)
     if n == 0:
@@ -381,9 +381,9 @@ def fit_zscore_numpy(x: np.ndarray, rows: np.ndarray, features: list[str], clip:
 
 def hash_splits(x: np.ndarray, attack_codes: np.ndarray, cfg: Config) -> np.ndarray:
     """Split index (0 train, 1 validation, 2 test) per row: the ``hash`` mode of
-    :func:`jobs.lib.preprocess.with_split` with pandas' hash instead of Spark's xxhash64 (so not the same rows,
+    :func:`jobs.lib.prep.with_split` with pandas' hash instead of Spark's xxhash64 (so not the same rows,
     the same rule): a vector is its signed_log1p values rounded to SPLIT_VECTOR_DECIMALS places (as
-    :func:`jobs.lib.preprocess.vector_hash`); per attack type, cut points at quantiles of u = hash(seed, vector);
+    :func:`jobs.lib.prep.vector_hash`); per attack type, cut points at quantiles of u = hash(seed, vector);
     a vector seen with several types goes to its earliest split."""
     if cfg.prep.split_mode != "hash":
         raise ConfigError(f"config key prep.split_mode: the pandas baseline implements 'hash' only, "
@@ -416,12 +416,12 @@ def _npy_writer(path: Path, dtype: Any, shape: tuple[int, ...]) -> Any:
 def pandas_prepare(cfg: Config, input_path: str | Path, output: str | Path) -> dict[str, Any]:
     """The batch preparation in plain single-process pandas/numpy: read -> clean -> z-score -> sequences -> files.
 
-    Cleaning follows :mod:`jobs.lib.preprocess` (header normalization by schemas.flows, rate imputation or drop,
+    Cleaning follows :mod:`jobs.lib.prep` (header normalization by schemas.flows, rate imputation or drop,
     non-finite values, negative counters, labels by schemas.labels, unparseable timestamps, exact duplicates over
     every column but the provenance); lines with the wrong number of fields are not handled (pandas' C parser
     stops on them; the generated input has none). The z-score is fitted on the train rows; sequences of T flows
     per key in (event time, source file, source row) order are built with
-    :func:`jobs.lib.preprocess.assemble_sequences`. Writes OUTPUT/features.npy (n, T, F) float32, mask.npy
+    :func:`jobs.lib.prep.assemble_sequences`. Writes OUTPUT/features.npy (n, T, F) float32, mask.npy
     (n, T), meta.parquet (key, event_time, source_file, source_row, attack_type, is_attack, split; same row
     order) and normalization.json; returns a report with rows_in, rows_out and dropped as prep_report.json has.
     """
@@ -447,7 +447,7 @@ def pandas_prepare(cfg: Config, input_path: str | Path, output: str | Path) -> d
     del parts
     n = len(df)
 
-    # Clean: the first rule that applies names the reason, in jobs.lib.preprocess's order.
+    # Clean: the first rule that applies names the reason, in jobs.lib.prep's order.
     reason = np.zeros(n, np.int8)  # 0 = valid, else 1 + index in REJECT_REASONS
 
     def reject(mask: np.ndarray, name: str) -> None:

@@ -313,7 +313,7 @@ def baseline(cfg: Any, model_dir: str, bootstrap: str, topic: str, expected: int
     import pyarrow.parquet as pq
     from kafka import KafkaConsumer
 
-    from jobs.lib.preprocess import assemble_sequences
+    from jobs.lib.prep import assemble_sequences
     from models.artifact import load_model
 
     detector = load_model(model_dir, device="cpu", threads=cfg.model.threads or None)

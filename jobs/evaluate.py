@@ -4,7 +4,7 @@
     .venv/bin/python -m jobs.evaluate --input 'day/*.csv' --model out/model --report out/eval/report.json
 
 `--input` is a CSV file, a folder or a glob, in any CICIDS2017 layout (85, 79 or 78 columns). The rows go
-through the same preprocessing module as training and streaming (jobs/lib/preprocess.py: validation, labels,
+through the same preprocessing module as training and streaming (jobs/lib/prep/: validation, labels,
 z-score with the model's own statistics, sequences with the model's T and key settings); without `--model` the
 shipped model in models/default is used.
 
@@ -50,7 +50,7 @@ def prepare_for_model(spark: Any, input_path: str, cfg: Config, detector: Detect
     """
     from pyspark.sql import functions as sf
 
-    from jobs.lib import preprocess as pp
+    from jobs.lib import prep as pp
     from schemas.flows import SchemaError
 
     flows = pp.read_flows(spark, input_path)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def sequence_overrides(detector: Detector) -> list[str]:
     """--set flags that make the preprocessing build the sequences the model was trained on."""
-    from jobs.lib.preprocess import sequence_config_overrides
+    from jobs.lib.prep import sequence_config_overrides
 
     return sequence_config_overrides(detector.sequence)
 

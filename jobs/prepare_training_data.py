@@ -6,8 +6,8 @@
 
 Writes into OUTPUT: Delta tables ``train``, ``validation``, ``test`` (PREPARED_SAMPLE) and ``quarantine``
 (QUARANTINE: every dropped row with its reason), ``normalization.json`` (the z-score statistics of the train
-split, :class:`jobs.lib.preprocess.NormStats`) and ``prep_report.json`` (rows_in, rows_out, dropped, splits,
-settings), also printed as a table. Every transform lives in :mod:`jobs.lib.preprocess`; this file only
+split, :class:`schemas.normalization.NormStats`) and ``prep_report.json`` (rows_in, rows_out, dropped, splits,
+settings), also printed as a table. Every transform lives in :mod:`jobs.lib.prep`; this file only
 orders them and decides what is materialized:
 
 1. Parse each CSV line once, validate, label, fingerprint and vector-hash it (row-level, no shuffle) into a
@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.lib import preprocess as pp
+from jobs.lib import prep as pp
 from jobs.lib.config import Config, add_config_args, load_config
 from jobs.lib.outputs import MARKER, OutputFolderError, check_replaceable
 from jobs.lib.spark import build_session

@@ -42,7 +42,7 @@ from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import encode, make_producer, message_key
 
 # kind -> the start of the quarantine reason it must get (message-level reasons from jobs.lib.messages,
-# value-level ones from jobs.lib.preprocess).
+# value-level ones from jobs.lib.prep).
 MALFORMED_KINDS: dict[str, str] = {
     "invalid_json": "invalid_json",
     "json_array": "invalid_json",

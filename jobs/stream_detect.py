@@ -39,7 +39,7 @@ from jobs.lib.messages import parse_flow_messages, raw_text
 from jobs.lib.monitoring import ProgressToDelta
 from jobs.lib.monitoring import attach as attach_progress
 from jobs.lib.preflight import PreflightError, check_broker, check_checkpoint, check_writable
-from jobs.lib.preprocess import (
+from jobs.lib.prep import (
     NormStats,
     apply_zscore,
     assemble_sequences,

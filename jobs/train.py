@@ -190,7 +190,7 @@ def content_sha256(*arrays: np.ndarray, rows_per_block: int = 1 << 16) -> str:
 
 def _sequence_settings(data_dir: Path, seq_len: int) -> dict[str, Any]:
     """T and the key settings the preparation used (prep_report.json's "sequence", from
-    jobs.lib.preprocess.sequence_settings); scoring must rebuild sequences the same way."""
+    jobs.lib.prep.sequence_settings); scoring must rebuild sequences the same way."""
     settings: dict[str, Any] = {}
     report_path = data_dir / "prep_report.json"
     if report_path.is_file():
@@ -209,7 +209,7 @@ def _sequence_settings(data_dir: Path, seq_len: int) -> dict[str, Any]:
 def load_prepared(spark: Any, data_dir: str | Path, cfg: Config, scratch: Path,
                   limit: int | None = None) -> PreparedData:
     """The three splits as numpy arrays plus the normalization statistics and a fingerprint of the data."""
-    from jobs.lib.preprocess import NormStats
+    from schemas.normalization import NormStats
 
     data = Path(data_dir)
     norm_path = data / "normalization.json"

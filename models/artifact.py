@@ -209,7 +209,7 @@ def _check_schema(folder: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def _load_stats(folder: Path, features: list[str]) -> Any:
-    from jobs.lib.preprocess import NormStats
+    from schemas.normalization import NormStats
 
     text = (folder / NORMALIZATION).read_text()
     try:
@@ -396,7 +396,7 @@ def model_card(manifest: Mapping[str, Any], has_curves: bool = True) -> str:
         "",
         "## Intended use",
         "Scoring CICFlowMeter flow records in the FlowSentinel stream job and `jobs/evaluate.py`. Inputs "
-        "must go through `jobs/lib/preprocess.py` with the statistics in `normalization.json`. It detects "
+        "must go through `jobs/lib/prep/` with the statistics in `normalization.json`. It detects "
         "the attack types it was trained on; other attack families are out of scope until trained on.",
         "",
         "## Training data",

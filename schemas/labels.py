@@ -10,7 +10,7 @@ so ``'Web Attack ï¿½ Brute Force'``, ``'Web Attack – Brute Force'`` and ``'
 Some copies label by family only ('DoS', 'BruteForce'): the families are canonical types too, appended to the
 label map, and :data:`FAMILY_OF` maps every type to its family (:data:`FAMILIES`).
 
-The Spark side (``jobs.lib.preprocess.with_labels``) uses :data:`LABEL_KEY_PATTERN` and :data:`ALIASES` to build
+The Spark side (``jobs.lib.prep.with_labels``) uses :data:`LABEL_KEY_PATTERN` and :data:`ALIASES` to build
 the same mapping as a column expression; a test asserts both agree.
 """
 

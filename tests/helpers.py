@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from jobs.lib.preprocess import NormStats
 from models.artifact import ModelSpec, build_model, save_artifact
 from schemas.flows import FEATURE_COLUMNS
 from schemas.labels import ATTACK_TYPES
+from schemas.normalization import NormStats
 
 
 def random_artifact(out: Path, seq_len: int = 2, threshold: float = 0.5, seed: int = 0) -> Path:

@@ -24,7 +24,7 @@ MALFORMED = [b"{not json", b"", json.dumps({"flow_duration": "fast"}).encode()]
 def published(spark, kafka_broker, tmp_path_factory) -> dict[str, Any]:
     """Run the stream job once over N_FLOWS flows plus malformed messages; threshold ~0 makes every valid flow
     an alert, so the expected alert set is known without trusting a model's judgement."""
-    from jobs.lib.preprocess import sequence_config_overrides
+    from jobs.lib.prep import sequence_config_overrides
     from jobs.stream_detect import start
     from models.artifact import load_model
 

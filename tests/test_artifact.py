@@ -31,7 +31,7 @@ FEATURES = ["flow_duration", "total_fwd_packets", "flow_bytes_per_s", "syn_flag_
 
 
 def norm_stats_json(features: list[str]) -> str:
-    from jobs.lib.preprocess import NormStats
+    from schemas.normalization import NormStats
 
     n = len(features)
     stats = NormStats(features=list(features), mean=[float(i) for i in range(n)],

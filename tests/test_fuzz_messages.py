@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobs import stream_detect
-from jobs.lib import preprocess as pp
+from jobs.lib import prep as pp
 from jobs.lib.config import load_config
 from jobs.lib.flow_io import iter_flow_records
 from jobs.lib.kafka_broker import ensure_topics
@@ -44,7 +44,7 @@ MUTATION = st.one_of(
     st.tuples(st.just("rename"), FIELD, st.one_of(st.text(min_size=1, max_size=20), FIELD.map(str.upper))),
     st.tuples(st.just("flip"), st.integers(min_value=0, max_value=10**6), st.integers(min_value=1, max_value=255)),
 )
-# Every reason category the job writes (jobs.lib.messages, jobs.lib.preprocess, jobs.stream_detect).
+# Every reason category the job writes (jobs.lib.messages, jobs.lib.prep, jobs.stream_detect).
 KNOWN_REASONS = {"empty_payload", "not_utf8", "invalid_json", "unexpected_field", "missing_field", "wrong_type",
                  "missing_key", *pp.REJECT_REASONS}
 

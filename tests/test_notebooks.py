@@ -10,10 +10,10 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from jobs.lib.preprocess import NormStats
 from models.artifact import ModelSpec, build_model, save_artifact
 from schemas.flows import FEATURE_COLUMNS
 from schemas.labels import ATTACK_TYPES
+from schemas.normalization import NormStats
 from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, QUARANTINE
 from tests import test_sql
 

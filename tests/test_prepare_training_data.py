@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertSchemaEqual
 
 from jobs import prepare_training_data as job
-from jobs.lib import preprocess as pp
+from jobs.lib import prep as pp
 from jobs.lib.config import load_config
 from schemas.flows import FEATURE_COLUMNS, IDENTIFIER_COLUMNS, NON_NEGATIVE_COLUMNS, SchemaError, canonical_headers
 from schemas.records import PREPARED_SAMPLE, QUARANTINE

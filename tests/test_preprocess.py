@@ -1,4 +1,4 @@
-"""jobs.lib.preprocess: reading, cleaning, labels, z-score, sequences, duplicates and splits, with exact values.
+"""jobs.lib.prep: reading, cleaning, labels, z-score, sequences, duplicates and splits, with exact values.
 
 Fixtures are small CSV files built from the real headers and rows of ../shared/data (BOM, leading spaces,
 duplicated 'Fwd Header Length', CRLF) with one quirk per row; EXPECTED_79 / EXPECTED_85 give each row's exact
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.lib import preprocess as pp
+from jobs.lib import prep as pp
 from jobs.lib.config import ConfigError, load_config
 from schemas.flows import FEATURE_COLUMNS, LAYOUT_79, LAYOUT_85, SchemaError, canonical_headers
 

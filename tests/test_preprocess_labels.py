@@ -62,7 +62,7 @@ def test_label_map_is_fixed_with_benign_first():
 
 
 def test_spark_mapping_agrees_with_python(spark):
-    from jobs.lib.preprocess import with_labels
+    from jobs.lib.prep import with_labels
 
     rows = [(i, raw) for i, (raw, _) in enumerate(SPELLINGS)]
     labelled = with_labels(spark.createDataFrame(rows, "i int, label string")).orderBy("i").collect()
@@ -86,7 +86,7 @@ def test_grouped_78_column_file_reads_with_family_labels(spark, shared_data):
     """The 78-column copy (no Destination Port, labels by family) goes through the one reading path."""
     from pyspark.sql import functions as F
 
-    from jobs.lib import preprocess as pp
+    from jobs.lib import prep as pp
 
     flows = pp.with_labels(pp.read_flows(spark, shared_data.parent / "cicids2017-grouped"))
     counts = {r["attack_type"]: r["count"] for r in flows.groupBy("attack_type").count().collect()}

@@ -92,7 +92,7 @@ def test_replay_spark_kafka_io_and_consumer_over_sasl(spark, kafka_broker, tmp_p
 
 
 def test_replay_stream_job_and_consumer_over_sasl(spark, kafka_broker, tmp_path, capsys):
-    from jobs.lib.preprocess import sequence_config_overrides
+    from jobs.lib.prep import sequence_config_overrides
     from jobs.stream_detect import start
     from models.artifact import load_model
 

@@ -19,7 +19,7 @@ from jobs import stream_detect
 from jobs.lib.config import load_config
 from jobs.lib.flow_io import iter_flow_records
 from jobs.lib.kafka_broker import ensure_topics
-from jobs.lib.preprocess import apply_zscore, build_sequences, with_labels, with_reject_reason, with_sequence_key
+from jobs.lib.prep import apply_zscore, build_sequences, with_labels, with_reject_reason, with_sequence_key
 from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import encode, make_producer, send_records
 from jobs.sql import host_window_totals

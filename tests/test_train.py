@@ -36,7 +36,7 @@ def prepared_rows(n: int, t: int, f: int, seed: int, source: str) -> list[tuple]
 
 
 def write_prepared(spark, folder: Path, t: int = 3, n: int = 60) -> Path:
-    from jobs.lib.preprocess import NormStats
+    from schemas.normalization import NormStats
     from schemas.records import PREPARED_SAMPLE
 
     for k, split in enumerate(("train", "validation", "test")):

@@ -329,7 +329,7 @@ RULES: dict[str, Check] = {
     "stream.restart_backoff_s": _at_least(0),
 }
 # Tables whose keys are data, not settings: the feature lists are checked against the flow schema where they
-# are resolved (jobs.lib.preprocess.feature_columns, at the start of every job that uses them).
+# are resolved (jobs.lib.prep.feature_columns, at the start of every job that uses them).
 UNCHECKED_TABLES = ("features",)
 
 

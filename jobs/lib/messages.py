@@ -10,7 +10,7 @@ JSON parser then fills the corrupt-record field) is parsed again with every fiel
 to its declared type; a value that does not cast is a wrong type. Reading every number as text costs Spark a JSON
 generator per value (about four times the typed parse), so the text parse is kept for the rare messages that
 need it. The value-level rules that batch preparation applies too (non-finite rates, negative counters, unknown
-labels) are not here: they live in jobs.lib.preprocess and run after this.
+labels) are not here: they live in jobs.lib.prep and run after this.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def parse_flow_messages(kafka: DataFrame) -> DataFrame:
     """Kafka source rows -> FLOW_MESSAGE columns + Kafka coordinates + `message_error` (null when the message
     is a well-formed flow) + `value` (the message bytes, for :func:`raw_text` where a row is quarantined).
 
-    Reasons follow jobs.lib.preprocess's "category: column" form."""
+    Reasons follow jobs.lib.prep's "category: column" form."""
     text = F.col("value").cast("string")
     # inline(array(struct)) is an optimizer boundary: without it, Spark inlines the from_json expression
     # into every one of the ~170 checks below that read a field, parsing each message that many times.

@@ -66,20 +66,20 @@ demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded
 BENCH_FLOWS ?= 1000000
 
 bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, latency.png, model.json
-	$(PY) -m jobs.bench_model --out $(BENCH_OUT)/model.json
-	$(PY) -m jobs.bench_stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
+	$(PY) -m bench.model --out $(BENCH_OUT)/model.json
+	$(PY) -m bench.stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
 
 BENCH_PREP_ROWS ?= 2830743
 BENCH_PREP_INPUT ?= out/bench-prep-input
 
 bench-prep: $(STAMP_VENV) $(STAMP_JARS) ## batch preparation, Spark vs pandas on BENCH_PREP_ROWS replicated flows: $(BENCH_OUT)/prep.json
-	$(PY) -m jobs.bench_prep --out $(BENCH_OUT) --rows $(BENCH_PREP_ROWS) --data $(DATA) --input-dir $(BENCH_PREP_INPUT)
+	$(PY) -m bench.prep --out $(BENCH_OUT) --rows $(BENCH_PREP_ROWS) --data $(DATA) --input-dir $(BENCH_PREP_INPUT)
 
 lint: $(STAMP_VENV) ## ruff
-	$(PY) -m ruff check jobs models schemas tests
+	$(PY) -m ruff check jobs models schemas bench tests
 
 typecheck: $(STAMP_VENV) ## mypy
-	$(PY) -m mypy jobs models schemas
+	$(PY) -m mypy jobs models schemas bench
 
 # ------------------------------------------------------------------ models (issue 4)
 PREP_OUT ?= out/prepared
@@ -99,14 +99,14 @@ train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(TRAIN_DATA) into $(PREP_OUT), tr
 	$(PY) -m jobs.train --data $(PREP_OUT) --out $(MODEL_OUT) --arch $(ARCH)
 
 compare: $(STAMP_VENV) $(STAMP_JARS) ## CNN+LSTM vs Bi-LSTM vs forest, COMPARE_SEEDS x COMPARE_FOLDS cross-validated on $(TRAIN_DATA) -> models/COMPARISON.md
-	$(PY) -m jobs.compare_models --data '$(TRAIN_DATA)' --out $(COMPARE_OUT) --report models/COMPARISON.md \
+	$(PY) -m bench.compare_models --data '$(TRAIN_DATA)' --out $(COMPARE_OUT) --report models/COMPARISON.md \
 		--seeds $(COMPARE_SEEDS) --folds $(COMPARE_FOLDS) $(COMPARE_SETS)
 
 bench-cuda: $(STAMP_VENV) ## CUDA vs CPU on the same batches: scoring UDF, raw forward, AMP training -> $(BENCH_OUT)/cuda.json (needs a GPU)
-	$(PY) -m jobs.bench_cuda --model $(MODEL_OUT) --threads $(THREADS) --out $(BENCH_OUT)/cuda.json
+	$(PY) -m bench.cuda --model $(MODEL_OUT) --threads $(THREADS) --out $(BENCH_OUT)/cuda.json
 
 bench-model: $(STAMP_VENV) ## raw model throughput only (torch forward, batch 4096, THREADS threads) -> $(BENCH_OUT)/model.json
-	$(PY) -m jobs.bench_model --model $(MODEL_OUT) --threads $(THREADS) --batch 4096 --out $(BENCH_OUT)/model.json
+	$(PY) -m bench.model --model $(MODEL_OUT) --threads $(THREADS) --batch 4096 --out $(BENCH_OUT)/model.json
 
 # ------------------------------------------------------------------ cluster, SQL, operations (issue 7)
 MODEL ?= models/default
@@ -135,10 +135,10 @@ RELIABILITY_RECORDS ?= 100000
 BURST_RECORDS ?= 1000000
 
 reliability: $(STAMP_VENV) $(STAMP_JARS) ## SIGKILLs, a broker restart, hostile input: $(BENCH_OUT)/reliability.json
-	$(PY) -m jobs.reliability --out $(BENCH_OUT) --records $(RELIABILITY_RECORDS)
+	$(PY) -m bench.reliability --out $(BENCH_OUT) --records $(RELIABILITY_RECORDS)
 
 reliability-burst: $(STAMP_VENV) $(STAMP_JARS) ## back-pressure: 1M queued records, peak RSS: $(BENCH_OUT)/backpressure.json
-	$(PY) -m jobs.reliability --out $(BENCH_OUT) --mode backpressure --records $(BURST_RECORDS) --max-offsets 50000 --timeout 3600
+	$(PY) -m bench.reliability --out $(BENCH_OUT) --mode backpressure --records $(BURST_RECORDS) --max-offsets 50000 --timeout 3600
 
 clean: ## remove generated outputs (keeps .venv and .jars)
 	rm -rf out dist .run spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,4 +1,4 @@
-"""jobs.bench_prep without Spark: the replicated input (exact rows, layouts, jitter) and the pandas baseline
+"""bench.prep without Spark: the replicated input (exact rows, layouts, jitter) and the pandas baseline
 (keeps exactly the rows the batch job's rules keep, counted here without pandas; exact z-scores and sequences)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import bench_prep as bp
+from bench import bench_prep as bp
 from jobs.lib.config import load_config
 from schemas.flows import FEATURE_COLUMNS, IDENTIFIER_COLUMNS, NON_NEGATIVE_COLUMNS, canonical_headers
 

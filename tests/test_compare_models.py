@@ -1,11 +1,11 @@
-"""jobs.compare_models: the cross-validation folds and one run of each model on a synthetic task."""
+"""bench.compare_models: the cross-validation folds and one run of each model on a synthetic task."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jobs.compare_models import _subset, fold_indices, markdown_tables, run_forest, run_neural, vector_groups
+from bench.compare_models import _subset, fold_indices, markdown_tables, run_forest, run_neural, vector_groups
 
 
 def test_folds_partition_the_rows_and_never_split_a_vector():

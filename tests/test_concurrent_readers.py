@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
+from bench.reliability import Message, Producer, batch_sizes, committed_offsets
 from jobs.lib.config import load_config
-from jobs.reliability import Message, Producer, batch_sizes, committed_offsets
 from jobs.replay_flows import encode, message_key
 from jobs.stream_detect import model_config, start
 from models.artifact import load_model

@@ -19,11 +19,11 @@ def test_a_task_without_gpu_resources_keeps_auto(spark):
 
 
 def test_the_udf_function_scores_like_the_detector_without_spark():
-    # What Spark's Python worker calls per Arrow batch, called directly (no session: jobs/bench_cuda.py runs it
+    # What Spark's Python worker calls per Arrow batch, called directly (no session: bench/cuda.py runs it
     # on GPU machines without a JVM). Same probabilities and types as Detector.predict, alerts explained.
     import numpy as np
 
-    from jobs.bench_cuda import run_udf, udf_batches
+    from bench.cuda import run_udf, udf_batches
     from models.artifact import load_model
 
     detector = load_model("models/default", device="cpu")
@@ -44,7 +44,7 @@ def test_the_udf_function_scores_like_the_detector_without_spark():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_bench_cuda_refuses_to_run_without_cuda(tmp_path, capsys):
-    from jobs.bench_cuda import main
+    from bench.cuda import main
 
     assert main(["--out", str(tmp_path / "cuda.json")]) == 2
     assert "CUDA is not available" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from jobs.reliability import main
+from bench.reliability import main
 
 
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path, capsys):
@@ -18,7 +18,7 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path, capsys):
     assert report["records"] == 3000
     assert report["crashes_injected"] == 1
     assert report["broker_restarts"] == 1
-    # 14 kinds x 3 + the 1 MB message, as jobs.reliability.messages builds them for 3000 records; the three
+    # 14 kinds x 3 + the 1 MB message, as bench.reliability.messages builds them for 3000 records; the three
     # identifier kinds (dst_port 70000, SQL in src_ip, protocol 300) once stopped the job or became alerts
     assert report["malformed_sent"] == 43
     assert report["quarantined"] == 43

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
 # A StructType, not a DDL string: parsing DDL needs a running JVM, and the UDF's function must also be callable
-# without one (jobs/bench_cuda.py runs it on a GPU machine that has no Spark).
+# without one (bench/cuda.py runs it on a GPU machine that has no Spark).
 # ``error``: null, or why this one row could not be scored (the job quarantines it as ``scoring_error: <error>``).
 SCORE_TYPE = StructType([StructField("attack_prob", FloatType()), StructField("attack_type", StringType()),
                          StructField("explanation", StringType()), StructField("error", StringType())])

@@ -132,7 +132,7 @@ def separable_split(n: int, t: int, f: int, seed: int) -> Any:
     Type k in 1..3 shifts feature k-1 of the scored flow by +8; benign flows are plain noise (the classes are
     separable to about 1e-4, so near-perfect accuracy is reachable), and earlier flows are noise behind a mask
     of random length. A model that ignores the scored flow, or a loop that does not train, stays near the 50%
-    benign/attack base rate. Used by the training tests and jobs/bench_cuda.py.
+    benign/attack base rate. Used by the training tests and bench/cuda.py.
     """
     from jobs.train import SplitArrays
 

@@ -1,6 +1,6 @@
 """Raw model throughput: torch forward passes of the detector on fixed batches, in flows per second.
 
-    .venv/bin/python -m jobs.bench_model [--model DIR] [--out BENCH_OUT/model.json] [--threads 2]
+    .venv/bin/python -m bench.model [--model DIR] [--out BENCH_OUT/model.json] [--threads 2]
 
 This is the ceiling the stream job's pandas UDF is compared against (issue 5: UDF/raw ratio): no Spark, no
 Arrow, no preprocessing; just `model(x, mask)` under eval() and inference_mode on the chosen device, with the

@@ -1,6 +1,6 @@
 """CUDA against the CPU, in one short run on a machine with a GPU (issue 5's GPU figure; issue 4's CUDA path).
 
-    python -m jobs.bench_cuda --out BENCH_OUT/cuda.json [--model DIR] [--flows 200000] [--threads 2]
+    python -m bench.cuda --out BENCH_OUT/cuda.json [--model DIR] [--flows 200000] [--threads 2]
 
 Four measurements, each on the same inputs for both devices:
 
@@ -9,7 +9,7 @@ Four measurements, each on the same inputs for both devices:
    ``spark.arrow_batch_size`` rows shaped as Arrow hands them over (a Series of flat float arrays and a Series
    of mask arrays). Flows/s on each device, and how far the CUDA results (float16 autocast) are from the CPU's:
    the largest probability difference and the flows whose binary label or attack type differ.
-2. **The raw forward** (jobs/bench_model.py) at batch 4096 on each device, and at a larger batch on CUDA: the
+2. **The raw forward** (bench/model.py) at batch 4096 on each device, and at a larger batch on CUDA: the
    UDF/raw ratio per device.
 3. **Training on CUDA with mixed precision** (jobs/train.py ``fit`` with ``train.amp``) on a synthetic task
    that a working loop learns to near-perfect accuracy; the same epochs on the CPU for the time ratio.
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from jobs.bench_model import bench as raw_forward
+from bench.model import bench as raw_forward
 from jobs.lib.config import load_config
 from jobs.lib.synthetic import synthetic_flows
 from models.artifact import DEFAULT_DIR, load_model

@@ -1,6 +1,6 @@
 """`make bench-prep`: the batch preparation benchmark of issue 3, written to BENCH_OUT/prep.json.
 
-    .venv/bin/python -m jobs.bench_prep --out out/bench [--rows 2830743] [--fractions 0.25,0.5,1.0]
+    .venv/bin/python -m bench.prep --out out/bench [--rows 2830743] [--fractions 0.25,0.5,1.0]
         [--data ../shared/data/cicids2017] [--input-dir out/bench-prep-input] [--set prep.sequence_length=8 ...]
 
 1. **Input**: a CICIDS2017-sized input (--rows, default 2,830,743: the full data set) built by replicating the
@@ -668,7 +668,7 @@ def _summary_counts(report: dict[str, Any]) -> dict[str, Any]:
 def run_benchmark(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     fractions = parse_fractions(args.fractions)
     out = Path(args.out)
-    work = replace_output_dir(out / "_work", "jobs.bench_prep")
+    work = replace_output_dir(out / "_work", "bench.prep")
     load_start = os.getloadavg()
 
     _log(f"input: {args.rows:,} rows from {args.data} under {args.input_dir}")

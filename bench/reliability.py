@@ -1,7 +1,7 @@
 """Fault injection and hostile input against the real broker and the real stream job; nothing lost, nothing twice.
 
-    python -m jobs.reliability --out DIR [--records 100000] [--crashes 3] [--broker-restarts 1] [--seed 7]
-    python -m jobs.reliability --out DIR --mode backpressure --records 1000000
+    python -m bench.reliability --out DIR [--records 100000] [--crashes 3] [--broker-restarts 1] [--seed 7]
+    python -m bench.reliability --out DIR --mode backpressure --records 1000000
 
 `chaos` (the default): a LocalBroker on free ports, the stream job as a subprocess (`python -m
 jobs.stream_detect`, small trigger, bounded maxOffsetsPerTrigger); the records (synthetic flows plus malformed

@@ -1,7 +1,7 @@
 """`make bench`: the streaming figures of issues 5 and 20, side by side in one run: BENCH_OUT/stream.json and
 BENCH_OUT/latency.png.
 
-    python -m jobs.bench_stream --out out/bench [--flows 1000000] [--rates 1000,2000,5000,10000] [--latency-seconds 30]
+    python -m bench.stream --out out/bench [--flows 1000000] [--rates 1000,2000,5000,10000] [--latency-seconds 30]
 
 (a) end to end: Kafka pre-loaded with --flows synthetic flows, the detection job on local[2] drains them into
     Delta (availableNow); flows/s over the whole run (query start to last commit) and in steady state (the
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     out = Path(args.out).resolve()
-    work = replace_output_dir(out / "stream-work", "jobs.bench_stream")
+    work = replace_output_dir(out / "stream-work", "bench.stream")
     broker = LocalBroker(free_port(), free_port(), work / "kafka", heap="1g")
     broker.start()
     try:

@@ -7,6 +7,8 @@ VENV ?= .venv
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
 DATA ?= ../shared/data/cicids2017
+# Every family the shared samples hold: the 79/85-column files and the grouped 78-column file.
+DEMO_DATA ?= ../shared/data/cicids2017*/*.csv
 OUT ?= out/demo
 BENCH_OUT ?= out/bench
 PYTEST_ARGS ?=
@@ -61,7 +63,7 @@ test-all: $(STAMP_VENV) $(STAMP_JARS) ## every test, including the long ones mar
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded defaults and print what it found
-	$(PY) -m jobs.demo --data $(DATA) --out $(OUT)
+	$(PY) -m jobs.demo --data '$(DEMO_DATA)' --out $(OUT)
 
 BENCH_FLOWS ?= 1000000
 

@@ -18,6 +18,9 @@
 Peak memory is the summed RSS of the process tree (Python driver, Spark JVM and its Python workers; the pandas
 process) sampled every 0.2 s, and the summed PSS beside it (forked workers' shared pages counted once). Outputs
 of the runs go to OUT/_work and are removed (--keep-outputs keeps them).
+
+One module of about 800 lines on purpose: the replicated input, the pandas twin of the whole batch job and the timed
+Spark runs must stay in step for the agreement check to mean anything.
 """
 
 from __future__ import annotations

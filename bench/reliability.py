@@ -14,6 +14,9 @@ drains them; the report gives the batch sizes and the peak RSS of the driver JVM
 
 Writes DIR/reliability.json (or DIR/backpressure.json). The Delta tables are read from their transaction logs
 with pyarrow, so no second JVM competes with the job for memory.
+
+One module of about 600 lines on purpose: the fault injector, the hostile messages and the final audit must agree on
+every record they produce, so they live together.
 """
 
 from __future__ import annotations

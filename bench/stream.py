@@ -12,6 +12,9 @@ BENCH_OUT/latency.png.
 (d) a single-process baseline: kafka-python consumer -> the same z-score and sequence code (numpy twins) ->
     torch -> Parquet; spark_vs_baseline for the whole run and for the steady state.
 Runs against a broker of its own on free ports; uses the shipped model unless --model is given.
+
+One module of about 400 lines: the producer, the latency probes, the baseline and the report share one broker and
+one run, so that every figure is comparable within the run.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ concurrently, every append with its own txnAppId/txnVersion (the table and the b
 after a crash is skipped by Delta instead of written twice. host_windows holds each batch's partial aggregates
 per host and window; jobs.sql.host_window_totals sums them. The alerts topic is at-least-once (a replayed batch
 publishes its alerts again); consumers dedupe on alert_id, the message key.
+
+One module of about 500 lines on purpose: the query, its foreachBatch writer and its start-up checks form the job a
+user runs; the transforms it calls live in jobs/lib/.
 """
 
 from __future__ import annotations

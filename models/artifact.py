@@ -16,6 +16,9 @@ Layout::
 the config (names and shapes), and the files against their recorded sha256, and raises :class:`ArtifactError`
 naming the problem. It returns a :class:`Detector` in eval mode on the chosen device, ready to score; the
 stream job's pandas UDF calls it once per Python worker.
+
+One module of about 450 lines on purpose: saving, verifying and loading are one contract (the manifest's hashes,
+shapes and settings); splitting them would let writer and reader drift apart.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Fixtures built in code: a model artifact from random weights (for plumbing tests that must not depend on the
-quality of the shipped model) and Kafka message helpers."""
+quality of the shipped model), Kafka message helpers, and the check that readers without a JVM see Spark's rows."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,3 +26,27 @@ def random_artifact(out: Path, seq_len: int = 2, threshold: float = 0.5, seed: i
     spec = ModelSpec(arch="cnn_lstm", features=features, label_map=list(ATTACK_TYPES),
                      normalization_json=stats.to_json(), sequence=sequence, threshold=threshold)
     return save_artifact(model, spec, out)
+
+
+def assert_readable_without_spark(spark, table_dir: Path, group_by: str) -> None:
+    """delta-rs (the ``deltalake`` package, no JVM) reads the Delta table with exactly Spark's rows, into pandas,
+    and DuckDB, querying that pandas frame, counts the same groups as Spark: a table feature that readers other
+    than Spark cannot handle fails here when it is introduced."""
+    import duckdb
+    from deltalake import DeltaTable
+
+    def value(v: Any) -> Any:
+        return v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v
+
+    def canonical(rows: list[dict[str, Any]]) -> list[str]:
+        return sorted(repr(sorted((k, value(v)) for k, v in r.items())) for r in rows)
+
+    expected = spark.read.format("delta").load(str(table_dir))
+    table = DeltaTable(str(table_dir))
+    assert table.to_pyarrow_table().column_names == expected.columns
+    assert canonical(table.to_pyarrow_table().to_pylist()) == canonical(expected.toArrow().to_pylist())
+    frame = table.to_pandas()  # noqa: F841 (DuckDB finds the frame by its variable name)
+    counted = duckdb.sql(f"SELECT {group_by} AS g, count(*) AS n FROM frame GROUP BY 1").fetchall()
+    assert len(frame) == expected.count()
+    assert sorted(counted, key=repr) == sorted((tuple(r) for r in expected.groupBy(group_by).count().collect()),
+                                               key=repr)

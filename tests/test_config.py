@@ -1,3 +1,5 @@
+"""Config layering (defaults, file, environment, CLI), declared types and the range rule of every key."""
+
 from pathlib import Path
 
 import pytest

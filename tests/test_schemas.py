@@ -1,3 +1,5 @@
+"""schemas/: header spellings of every CICFlowMeter layout, labels and families, and the records crossing boundaries."""
+
 import csv
 
 import pytest

@@ -26,7 +26,7 @@ from jobs.sql import host_window_totals
 from models.artifact import load_model
 from schemas.labels import canonical_attack_type
 from schemas.records import FLOWS_SCORED_STATS_COLUMNS
-from tests.helpers import random_artifact
+from tests.helpers import assert_readable_without_spark, random_artifact
 
 MALFORMED = [
     (b"", "empty_payload"),
@@ -142,6 +142,11 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     progress = _table(spark, tmp_path / "out", "stream_progress")
     assert progress.agg(F.sum("num_input_rows")).first()[0] == 300 + len(raw)
     assert progress.select("query_id").distinct().collect()[0][0] == str(query.id)
+
+    # Analysts read the tables without a JVM: delta-rs into pandas, DuckDB over that, the same rows as Spark.
+    for table, group_by in (("flows_scored", "true_attack_type"), ("alerts", "category"), ("host_windows", "host"),
+                            ("quarantine", "reason")):
+        assert_readable_without_spark(spark, tmp_path / "out" / "tables" / table, group_by)
 
 
 def test_a_row_the_scorer_or_the_enrichment_fails_on_is_quarantined_alone(spark, kafka_broker, tmp_path):

@@ -564,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trigger", default="500 milliseconds", help="stream.trigger_interval")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for any one step")
     parser.add_argument("--without-big", action="store_true",
-                        help="leave out the 1 MB message (to isolate the other faults; see README Reliability)")
+                        help="leave out the 1 MB message (to isolate the other faults; see docs/benchmarks.md)")
     parser.add_argument("--model", help="model folder (default: conf model.dir; random weights when absent)")
     add_config_args(parser)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bench import bench_prep as bp
+from bench import prep as bp
 from jobs.lib.config import load_config
 from schemas.flows import FEATURE_COLUMNS, IDENTIFIER_COLUMNS, NON_NEGATIVE_COLUMNS, canonical_headers
 

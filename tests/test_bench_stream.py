@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench import bench_stream
+from bench import stream as bench_stream
 
 
 def test_drain_rates_over_the_whole_run_and_after_the_first_two_batches():

@@ -1,4 +1,4 @@
-"""Secured Kafka for real: the session broker's SASL/PLAIN listener, configured as docs/operations.md "Security options" says,
+"""Secured Kafka for real: the session broker's SASL/PLAIN listener, configured as docs/operations.md says,
 [kafka.options] for Spark (the stream job) and [kafka.client] for kafka-python (pre-flight check, topic creation,
 replay, alert consumer). Before the two were separate, the Java-only sasl.jaas.config reached kafka-python as
 sasl_jaas_config and the pre-flight check called the broker unreachable."""

@@ -93,7 +93,7 @@ def test_training_learns_a_synthetic_task(arch, cfg):
     from jobs.lib.config import load_config
     from jobs.train import fit, split_metrics
 
-    train_cfg = load_config(["train.patience=100", "train.progress=false", "train.threads=1",
+    train_cfg = load_config(["train.patience=100", "train.progress=false", "train.threads=1", "train.batch_size=128",
                              "train.max_minutes=1.0"], env={})
     from jobs.lib.synthetic import separable_split
 

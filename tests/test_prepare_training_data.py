@@ -75,8 +75,8 @@ def test_report_numbers_match_an_independent_pandas_count(shared_run):
         shares = [report["splits"][s].get(attack_type, 0) / total for s in pp.SPLITS]
         assert shares == pytest.approx([0.7, 0.15, 0.15], abs=0.03 if total > 100 else 0.16), attack_type
     assert json.loads((out / "prep_report.json").read_text()) == report
-    assert sorted(p.name for p in out.iterdir()) == ["normalization.json", "prep_report.json", "quarantine",
-                                                     "test", "train", "validation"]
+    assert sorted(p.name for p in out.iterdir()) == [".flowsentinel-output", "normalization.json", "prep_report.json",
+                                                     "quarantine", "test", "train", "validation"]
 
 
 def test_tables_follow_the_contract_and_splits_share_no_vector(spark, shared_run):

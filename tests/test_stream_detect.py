@@ -52,9 +52,14 @@ def _produce(broker, cfg, topic: str, records, raw: list[bytes] = ()) -> None:
     producer.close()
 
 
-def _run(spark, cfg, sets, artifact: Path, out: Path, **kw):
+def _detector(cfg, sets, artifact: Path):
+    """The artifact loaded as the job loads it, and the run's config with the model's own sequence settings."""
     detector = load_model(artifact, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    return detector, stream_detect.model_config(cfg, detector, sets, None)
+
+
+def _run(spark, cfg, sets, artifact: Path, out: Path, **kw):
+    detector, model_cfg = _detector(cfg, sets, artifact)
     query = stream_detect.start(spark, cfg, model_cfg, detector, str(artifact), out, **kw)
     return query
 
@@ -157,8 +162,7 @@ def test_a_row_the_scorer_or_the_enrichment_fails_on_is_quarantined_alone(spark,
     sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
     _produce(kafka_broker, cfg, topic, synthetic_flows(20, seed=4, hosts=3))
     artifact = random_artifact(tmp_path / "model", seq_len=2, threshold=1e-6)
-    detector = load_model(artifact, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    detector, model_cfg = _detector(cfg, sets, artifact)
     query = (stream_detect.detection_stream(spark, cfg, model_cfg, detector, "earliest").writeStream
              .foreachBatch(lambda df, i: df.write.parquet(str(tmp_path / f"batch-{i}")))
              .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
@@ -237,8 +241,7 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
     _produce(kafka_broker, cfg, topic, synthetic_flows(50, seed=3, hosts=5))
     artifact = random_artifact(tmp_path / "model", seq_len=2, threshold=1e-6)
-    detector = load_model(artifact, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    detector, model_cfg = _detector(cfg, sets, artifact)
     out = tmp_path / "out"
     stream_detect.create_tables(spark, out / "tables")
     writer = stream_detect.BatchWriter(cfg, out / "tables", detector, str(artifact))
@@ -307,8 +310,7 @@ def test_stop_midway_and_restart_from_checkpoint_loses_and_duplicates_nothing(sp
 
 def _stream_inputs(spark, cfg, sets, artifact, tmp_path):
     """Run the stream's own pipeline and keep the model inputs it assembled, by provenance."""
-    detector = load_model(artifact, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    detector, model_cfg = _detector(cfg, sets, artifact)
     stream = stream_detect.detection_stream(spark, cfg, model_cfg, detector, "earliest")
     query = (stream.select("source_file", "source_row", "features", "mask").writeStream.format("delta")
              .option("checkpointLocation", str(tmp_path / "cp-parity")).trigger(availableNow=True)
@@ -376,8 +378,7 @@ def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka
 
     from schemas.records import FLOW_RECORD
 
-    detector = load_model(artifact, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
+    detector, model_cfg = _detector(cfg, sets, artifact)
     flows = spark.createDataFrame([tuple(r.get(f.name) for f in FLOW_RECORD.fields) for r in records], FLOW_RECORD)
     inputs = _batch_inputs(flows, model_cfg, detector)
     keys = sorted(inputs)

@@ -94,7 +94,7 @@ THREADS ?= 2
 TRAIN_DATA ?= ../shared/data/cicids2017*/*.csv
 COMPARE_SEEDS ?= 3
 COMPARE_FOLDS ?= 3
-COMPARE_SETS ?= --set train.max_epochs=40
+COMPARE_SETS ?=
 
 train: $(STAMP_VENV) $(STAMP_JARS) ## prepare $(TRAIN_DATA) into $(PREP_OUT), train the default model into $(MODEL_OUT) (ARCH=cnn_lstm|bilstm)
 	$(PY) -m jobs.prepare_training_data --input '$(TRAIN_DATA)' --output $(PREP_OUT)

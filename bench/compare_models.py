@@ -8,12 +8,13 @@ The batch preparation (jobs.prepare_training_data, a subprocess) runs once; its 
 cut again into `--folds` folds per seed by the hash of the feature vector (rounded z-scores), so identical
 vectors always share a fold, as in the preparation's own split. For each seed and fold the held-out fold is the
 test set; of the other folds' vector groups 15% (by a second hash) are the validation set, on which the neural
-models stop early and choose their decision threshold (train.fpr_budget), and the rest train. Nothing about a
-test fold is seen before it is scored. The neural models use jobs.train's code and the [train]/[model] config
-(the seed also sets their initialisation); the forest (200 trees, scikit-learn) fits train + validation and
-decides at model.threshold. Every model of one seed and fold sees the same rows.
+models stop early, and the rest train. Nothing about a test fold is seen before it is scored. The neural models
+use jobs.train's code and the [train]/[model] config (the seed also sets their initialisation); the forest (200
+trees, scikit-learn) fits the same train part. Every model of one seed and fold sees the same rows, and each is
+reported at two decision rules: `budget`, the threshold chosen on the run's validation benign flows for
+train.fpr_budget (what jobs.train ships), and `fixed`, model.threshold (0.5).
 
-Results go to OUT/results.json (one row per model, seed and fold; a rerun skips rows already there) and, as
+Results go to OUT/results.json (one row per model, seed, fold and rule; a rerun skips runs already there) and, as
 means and spreads, into the generated block of the markdown report (between the results markers; the text
 around it is kept). Size: 3 seeds x 3 folds on the 18,778 shared flows train 18 networks; on 2 shared CPU cores
 budget about 2 minutes per network with train.max_epochs=40 (OUT/results.json records each run's seconds).
@@ -96,42 +97,66 @@ def flatten(split: Any) -> np.ndarray:
     return np.concatenate([np.asarray(split.features).reshape(n, -1), split.mask.astype(np.float32)], axis=1)
 
 
-def run_forest(parts: dict[str, Any], label_map: list[str], cfg: Config, seed: int) -> dict[str, Any]:
+def run_forest(parts: dict[str, Any], label_map: list[str], cfg: Config, seed: int) -> dict[str, dict[str, Any]]:
+    """200 trees fitted on the train part; its decision rules as for the networks (see :func:`at_rules`)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    train = np.concatenate([flatten(parts["train"]), flatten(parts["validation"])])
-    types = np.concatenate([parts["train"].attack_type, parts["validation"].attack_type])
     forest = RandomForestClassifier(n_estimators=200, n_jobs=max(cfg.train.threads, 1), random_state=seed)
     started = time.monotonic()
-    forest.fit(train, types)
+    forest.fit(flatten(parts["train"]), parts["train"].attack_type)
     seconds = time.monotonic() - started
-    test = parts["test"]
-    proba = forest.predict_proba(flatten(test))  # (N, classes seen in train)
     classes = list(forest.classes_)
-    attack_prob = 1.0 - proba[:, classes.index(0)]
     attack_cols = [i for i, c in enumerate(classes) if c != 0]
-    best_attack = np.asarray(classes)[attack_cols][proba[:, attack_cols].argmax(axis=1)]
-    threshold = float(cfg.model.threshold)
-    pred = np.where(attack_prob >= threshold, best_attack, 0)
+
+    def scored(split: Any) -> tuple[np.ndarray, np.ndarray]:
+        proba = forest.predict_proba(flatten(split))  # (N, classes seen in train)
+        return 1.0 - proba[:, classes.index(0)], np.asarray(classes)[attack_cols][proba[:, attack_cols].argmax(1)]
+
+    validation_prob, _ = scored(parts["validation"])
+    test_prob, best_attack = scored(parts["test"])
     names = np.asarray(label_map, dtype=object)
-    report = detection_report(test.is_attack, attack_prob, names[test.attack_type], names[pred], threshold)
-    return {**report, "threshold": threshold, "train_seconds": round(seconds, 1), "epochs": None}
+    test = parts["test"]
+
+    def report(threshold: float) -> dict[str, Any]:
+        pred = np.where(test_prob >= threshold, best_attack, 0)
+        return detection_report(test.is_attack, test_prob, names[test.attack_type], names[pred], threshold)
+
+    return at_rules(report, validation_prob[parts["validation"].is_attack == 0], cfg,
+                    {"train_seconds": round(seconds, 1), "epochs": None})
 
 
-def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: str) -> dict[str, Any]:
+def at_rules(report: Any, validation_benign: np.ndarray, cfg: Config,
+             extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The test report under both decision rules, every model alike: ``budget`` (the threshold at which at most
+    train.fpr_budget of the run's validation benign flows score at or above it, what jobs.train ships) and
+    ``fixed`` (model.threshold, 0.5)."""
+    from models.metrics import threshold_for_fpr
+
+    fixed = float(cfg.model.threshold)
+    budget = (threshold_for_fpr(validation_benign, float(cfg.train.fpr_budget))
+              if cfg.train.fpr_budget > 0 and len(validation_benign) else fixed)
+    return {rule: {**report(t), "threshold": t, **extra} for rule, t in (("budget", budget), ("fixed", fixed))}
+
+
+def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: str) -> dict[str, dict[str, Any]]:
     import torch
 
-    from jobs.train import build_model, choose_threshold, configure_torch, fit, model_config, split_metrics
+    from jobs.train import build_model, configure_torch, fit, model_config, score, split_metrics
 
     device = configure_torch(cfg)
     train = parts["train"]
     config = model_config(cfg, arch, train.features.shape[2], train.features.shape[1], len(label_map))
     torch.manual_seed(cfg.train.seed)
     result = fit(build_model(arch, config), train, parts["validation"], cfg, device)
-    threshold, _ = choose_threshold(result.model, parts["validation"], cfg, device)
-    report = split_metrics(result.model, parts["test"], label_map, threshold, device, cfg.model.batch_size)
-    return {**report, "threshold": threshold, "train_seconds": round(result.seconds, 1),
-            "epochs": f"{result.best_epoch}/{result.epochs_run}"}
+    validation = parts["validation"]
+    prob, _ = score(result.model, validation.features, validation.mask, cfg.model.threshold, device,
+                    cfg.model.batch_size)
+
+    def report(threshold: float) -> dict[str, Any]:
+        return split_metrics(result.model, parts["test"], label_map, threshold, device, cfg.model.batch_size)
+
+    return at_rules(report, prob[validation.is_attack == 0], cfg,
+                    {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}"})
 
 
 def _errors(r: dict[str, Any]) -> tuple[int, int]:
@@ -144,7 +169,21 @@ def _spread(values: list[float], scale: float = 1.0, digits: int = 2, unit: str 
     return f"{a.mean():.{digits}f}{unit} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
+RULES = {"budget": "at the false-positive budget: the threshold at which at most train.fpr_budget of the run's "
+                    "validation benign flows score at or above it (what jobs.train ships)",
+         "fixed": "at the fixed threshold model.threshold"}
+
+
 def markdown_tables(results: list[dict[str, Any]]) -> str:
+    """Per decision rule: one summary row per model (mean ± standard deviation over the runs), then detection per
+    true type and family."""
+    lines: list[str] = []
+    for rule, what in RULES.items():
+        lines += [f"**{rule}**: {what}.", "", *_rule_tables([r for r in results if r["rule"] == rule]), ""]
+    return "\n".join(lines).rstrip()
+
+
+def _rule_tables(results: list[dict[str, Any]]) -> list[str]:
     models = [m for m in MODELS if any(r["model"] == m for r in results)]
     head = ["model", "runs", "test n", "accuracy", "FPR", "FP + FN", *(f"detected: {t}" for t in WATCHED),
             "family macro F1", "threshold", "train s"]
@@ -171,7 +210,7 @@ def markdown_tables(results: list[dict[str, Any]]) -> str:
         cells = [f"{100 * np.mean([r['per_type_detection'][t] for r in rows if t in r['per_type_detection']]):.1f}%"
                  for t in names]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(path: Path, results: list[dict[str, Any]], header: str) -> None:
@@ -215,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = vector_groups(pooled.features)
     results_path = out / "results.json"
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results = [r for r in results if "rule" in r]  # rows of the format before the two decision rules: rerun
     done = {(r["model"], r["seed"], r["fold"]) for r in results}
     models = [m for m in args.models.split(",") if m]
     for seed in range(args.seeds):
@@ -227,21 +267,23 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"[seed {seed} fold {fold}] {model}: {', '.join(f'{k} {len(v)}' for k, v in idx.items())}",
                       file=sys.stderr)
-                metrics = (run_forest(parts, data.label_map, run_cfg, cfg.train.seed + seed)
+                by_rule = (run_forest(parts, data.label_map, run_cfg, cfg.train.seed + seed)
                            if model == "random_forest" else run_neural(parts, data.label_map, run_cfg, model))
-                results.append({"model": model, "seed": seed, "fold": fold, **metrics})
+                for rule, metrics in by_rule.items():
+                    results.append({"model": model, "seed": seed, "fold": fold, "rule": rule, **metrics})
+                    print(json.dumps({"rule": rule, **{k: metrics.get(k) for k in (
+                        "accuracy", "false_positive_rate", "family_macro_f1", "threshold", "train_seconds",
+                        "epochs")}}), file=sys.stderr)
                 results_path.write_text(json.dumps(results, indent=1))
-                print(json.dumps({k: metrics.get(k) for k in ("accuracy", "false_positive_rate", "family_macro_f1",
-                                                              "threshold", "train_seconds", "epochs")}),
-                      file=sys.stderr)
     if args.report:
         settings = ", ".join(args.sets) or "none"
         header = (f"Generated by `make compare` (bench/compare_models.py) on `{args.data}` "
                   f"({sum(len(s) for s in data.splits.values()):,} flows after the preparation): "
                   f"{args.seeds} seeds x {args.folds} folds of the vector-hash split, mean ± standard deviation "
-                  f"over the runs. Networks: [train]/[model] of conf/defaults.toml with overrides: {settings}; "
-                  f"threshold chosen per run on its validation benign flows (train.fpr_budget "
-                  f"{cfg.train.fpr_budget}). Forest: 200 trees, threshold {cfg.model.threshold}.")
+                  f"over the runs. Networks: [train]/[model] of conf/defaults.toml with overrides: {settings}. "
+                  f"Forest: 200 trees on the same train part. Every model is reported at two decision rules: "
+                  f"`budget` (train.fpr_budget {cfg.train.fpr_budget}, chosen on the run's validation benign "
+                  f"flows) and `fixed` (model.threshold {cfg.model.threshold}).")
         write_report(Path(args.report), [r for r in results if r["seed"] < args.seeds and r["fold"] < args.folds
                                          and r["model"] in models], header)
     return 0

@@ -39,10 +39,16 @@ def test_one_run_scores_the_held_out_fold(model):
     idx = fold_indices(vector_groups(data.features), seed=0, folds=3, fold=0)
     parts = {name: _subset(data, i) for name, i in idx.items()}
     label_map = ["BENIGN", "a", "b", "c"]
-    result = (run_forest(parts, label_map, cfg, seed=0) if model == "random_forest"
-              else run_neural(parts, label_map, cfg, model))
-    assert result["n"] == len(idx["test"])
-    assert result["accuracy"] >= 0.97, result
-    assert 0.0 < result["threshold"] < 1.0
-    table = markdown_tables([{"model": model, "seed": 0, "fold": 0, **result}])
-    assert f"| {model} | 1 | {len(idx['test'])} | {100 * result['accuracy']:.2f}% ± 0.00 |" in table
+    by_rule = (run_forest(parts, label_map, cfg, seed=0) if model == "random_forest"
+               else run_neural(parts, label_map, cfg, model))
+    assert set(by_rule) == {"budget", "fixed"}
+    assert by_rule["fixed"]["threshold"] == 0.5
+    for result in by_rule.values():
+        assert result["n"] == len(idx["test"])
+        assert result["accuracy"] >= 0.97, result
+        assert 0.0 < result["threshold"] < 1.0
+    rows = [{"model": model, "seed": 0, "fold": 0, "rule": rule, **r} for rule, r in by_rule.items()]
+    table = markdown_tables(rows)
+    budget, fixed = table.split("**fixed**")
+    for part, result in ((budget, by_rule["budget"]), (fixed, by_rule["fixed"])):
+        assert f"| {model} | 1 | {len(idx['test'])} | {100 * result['accuracy']:.2f}% ± 0.00 |" in part

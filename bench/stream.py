@@ -53,10 +53,10 @@ class BatchProfile(logging.Handler):
         self.batches: list[dict[str, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.args, tuple) and len(record.args) == 5:
-            label, batch_id, rows, seconds, steps = record.args
-            self.batches.append({"batch_id": label if label != "batch" else batch_id, "rows": rows,
-                                 "seconds": round(float(str(seconds)), 2), **json.loads(str(steps))})
+        if isinstance(record.args, tuple) and len(record.args) == 4:
+            batch_id, rows, seconds, steps = record.args
+            self.batches.append({"batch_id": batch_id, "rows": rows, "seconds": round(float(str(seconds)), 2),
+                                 **json.loads(str(steps))})
 
     def __enter__(self) -> BatchProfile:
         stream_log = logging.getLogger("flowsentinel.stream")

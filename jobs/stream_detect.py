@@ -147,15 +147,6 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
     return update
 
 
-def lone_flow_inputs(flows: DataFrame, seq_len: int) -> DataFrame:
-    """Model inputs without history: the flow's vector as every one of the ``seq_len`` steps (at T = 1 exactly what
-    assemble_sequences gives a lone flow: its vector, mask [True]); none for a rejected row."""
-    valid = F.col("reason").isNull()
-    features = F.col("vector") if seq_len == 1 else F.flatten(F.array_repeat(F.col("vector"), seq_len))
-    mask = F.array(F.lit(True)) if seq_len == 1 else F.array_repeat(F.lit(True), seq_len)
-    return flows.select(*_CARRIED, F.when(valid, features).alias("features"), F.when(valid, mask).alias("mask"))
-
-
 def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any,
                      starting_offsets: str) -> DataFrame:
     """Validated flows with their model inputs (``features``, ``mask``; null for rejected rows).
@@ -173,7 +164,9 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
         # state operator would cost an Arrow round trip and a pandas call per key for nothing). The same input
         # as assemble_sequences gives a lone flow: its vector, mask [True]; none for a rejected row (a row
         # without a key is one: missing_key).
-        return lone_flow_inputs(flows, 1)
+        valid = F.col("reason").isNull()
+        return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
+                            F.when(valid, F.array(F.lit(True))).alias("mask"))
     flows = flows.withColumn(_ARRIVAL, F.current_timestamp()).withWatermark(_ARRIVAL, cfg.stream.watermark_delay)
     carried = flows.select(*_CARRIED, "vector", _ARRIVAL)  # the state operator needs its watermark column
     return carried.groupBy("key").applyInPandasWithState(
@@ -207,11 +200,8 @@ class BatchWriter:
     own txnAppId/txnVersion writer options; host_windows gets the batch's partial aggregates appended, not a
     MERGE (jobs.sql.host_window_totals folds them into window totals on read)."""
 
-    def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str, publish: bool = True,
-                 label: str = "batch") -> None:
+    def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
         self.cfg = cfg
-        self.label = label  # how its profile line names a batch: "batch", or "warm-up" (see warm_up)
-        self.publish_alerts = publish and cfg.stream.publish_alerts
         self.tables = tables
         self.model_dir = model_dir
         self.model_version = detector.model_version
@@ -266,8 +256,8 @@ class BatchWriter:
                 release(df)
         started = steps.pop("started")
         steps.pop("_last", None)
-        log.info("%s %d: %d rows in %.2f s; %s", self.label, batch_id, sum(counts.values()),
-                 time.perf_counter() - started, json.dumps({k: round(v, 3) for k, v in steps.items()}))
+        log.info("batch %d: %d rows in %.2f s; %s", batch_id, sum(counts.values()), time.perf_counter() - started,
+                 json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
     @staticmethod
     def _step(steps: dict[str, float], name: str) -> None:
@@ -306,7 +296,7 @@ class BatchWriter:
                 scored = (scored.join(F.broadcast(failed), _COORDINATES, "left")
                           .withColumn(SCORING_ERROR, F.coalesce(SCORING_ERROR, "_enrichment")).drop("_enrichment"))
             alerts = enriched.where(ok).drop(SCORING_ERROR)
-            if self.publish_alerts:
+            if self.cfg.stream.publish_alerts:
                 self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
                 self._step(steps, "publish")
         errors = scored.where(F.col(SCORING_ERROR).isNotNull())
@@ -456,45 +446,6 @@ def check_device(device: str, executors_have_gpus: bool) -> None:
         raise PreflightError(f"model.device = {device!r} but this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-KAFKA_SOURCE = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
-_WARMED: set[tuple[str, int]] = set()  # (model, T) this process has warmed up for: a restarted query skips it
-
-
-def warm_up(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, model_dir: str,
-            scratch: Path) -> float | None:
-    """Run ``stream.warmup_flows`` synthetic flows (and two malformed messages) through the job's own steps before
-    the query reads its first offsets: parse, validation, z-score, the scoring UDF (its Python workers start and
-    load the model), the alert enrichment and the Delta appends, into scratch tables in `scratch`, removed after;
-    nothing is published. Spark generates and compiles each step's code at its first run and the JVM compiles hot
-    code after some thousand rows, so without this the first micro-batch paid both. The sequence state is not
-    warmed: with T > 1 each flow is its own history here. Returns the seconds it took (None when off or already
-    done in this process). `scratch` must be a local folder that is new or was left by an earlier warm-up."""
-    key = (model_dir, int(detector.seq_len))
-    if cfg.stream.warmup_flows <= 0 or key in _WARMED:
-        return None
-    from jobs.lib.outputs import replace_output_dir
-    from jobs.lib.synthetic import synthetic_flows
-    from jobs.replay_flows import encode
-
-    started = time.perf_counter()
-    folder = replace_output_dir(scratch, "jobs.stream_detect warm-up")
-    try:
-        now = pd.Timestamp.now(tz="UTC").to_pydatetime()
-        values = [encode(r) for r in synthetic_flows(cfg.stream.warmup_flows, seed=20)] + [b"{}", b"not json"]
-        kafka = spark.createDataFrame([(None, v, cfg.kafka.flows_topic, i % 2, i, now) for i, v in enumerate(values)],
-                                      KAFKA_SOURCE)
-        flows = validated_flows(kafka, model_cfg, detector.norm_stats)
-        create_tables(spark, folder / "tables")
-        BatchWriter(cfg, folder / "tables", detector, model_dir, publish=False, label="warm-up")(
-            lone_flow_inputs(flows, detector.seq_len), 0)
-    finally:
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-    _WARMED.add(key)
-    return time.perf_counter() - started
-
-
 def progress_table(out: Path) -> Path:
     """Where the job's progress listener writes one row per micro-batch."""
     return out / "tables" / "stream_progress"
@@ -515,10 +466,6 @@ def start(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, mo
               .option("checkpointLocation", checkpoint))
     if listener is None:  # one row per micro-batch (rates, durations, state rows, offsets)
         attach_progress(spark, progress_table(out), query_name="stream_detect")
-    try:
-        warm_up(spark, cfg, model_cfg, detector, model_dir, out / "warmup")
-    except Exception as exc:  # an optimisation: the job runs without it, only its first batch is slower
-        log.warning("warm-up skipped: %s", str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc)
     if available_now:
         writer = writer.trigger(availableNow=True)
     elif cfg.stream.trigger_interval:

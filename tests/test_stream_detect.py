@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -397,51 +396,3 @@ def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka
     by_file = Counter(f for f, _ in alerts)
     assert min(by_file["friday-afternoon-ddos.csv"], by_file["friday-afternoon-portscan.csv"]) >= 0.99 * 150
     assert by_file["friday-afternoon-benign.csv"] <= 1
-
-
-def test_warm_up_runs_the_job_steps_into_scratch_tables_it_removes(spark, tmp_path, monkeypatch):
-    from jobs.lib.outputs import OutputFolderError
-
-    sets = ["stream.warmup_flows=300", "stream.publish_alerts=true"]
-    cfg = load_config(sets, env={})
-    artifact = Path("models/default")
-    detector, model_cfg = _detector(cfg, sets, artifact)
-    monkeypatch.setattr(stream_detect, "_WARMED", set())
-    written: list[tuple[str, int]] = []
-    real_append = stream_detect.BatchWriter._append
-
-    def spy(self, df, table, batch_id, writer=""):
-        written.append((table, df.count()))
-        real_append(self, df, table, batch_id, writer)
-
-    monkeypatch.setattr(stream_detect.BatchWriter, "_append", spy)
-    published: list[int] = []
-    monkeypatch.setattr(stream_detect.BatchWriter, "publish", lambda self, alerts: published.append(alerts.count()))
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    stream_detect.log.addHandler(handler)
-    stream_detect.log.setLevel(logging.INFO)
-    try:
-        seconds = stream_detect.warm_up(spark, cfg, model_cfg, detector, str(artifact), tmp_path / "warmup")
-    finally:
-        stream_detect.log.removeHandler(handler)
-    assert seconds is not None and seconds > 0
-    tables = dict(written)
-    # every synthetic flow is valid and scored; the two malformed messages are quarantined; nothing published
-    assert tables["flows_scored"] == 300 and tables["quarantine"] == 2
-    assert set(tables) >= {"flows_scored", "host_windows", "quarantine"}
-    assert published == []
-    assert not (tmp_path / "warmup").exists()
-    [line] = [r for r in records if r.args and r.args[0] == "warm-up"]
-    assert line.args[2] == 302  # rows of the warm-up batch
-    # once per process and model: a restarted query does not warm up again
-    assert stream_detect.warm_up(spark, cfg, model_cfg, detector, str(artifact), tmp_path / "warmup") is None
-    # a scratch folder that is not the warm-up's own is refused, never deleted
-    monkeypatch.setattr(stream_detect, "_WARMED", set())
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "keep.txt").write_text("user data")
-    with pytest.raises(OutputFolderError):
-        stream_detect.warm_up(spark, cfg, model_cfg, detector, str(artifact), foreign)
-    assert (foreign / "keep.txt").read_text() == "user data"

@@ -16,8 +16,8 @@ train.fpr_budget (what jobs.train ships), and `fixed`, model.threshold (0.5).
 
 Results go to OUT/results.json (one row per model, seed, fold and rule; a rerun skips runs already there) and, as
 means and spreads, into the generated block of the markdown report (between the results markers; the text
-around it is kept). Size: 3 seeds x 3 folds on the 18,778 shared flows train 18 networks; on 2 shared CPU cores
-budget about 2 minutes per network with train.max_epochs=40 (OUT/results.json records each run's seconds).
+around it is kept). Size: 3 seeds x 3 folds on the 18,778 shared flows train 18 networks; on 2 idle CPU cores a
+network at the shipped settings takes 25-75 s (OUT/results.json records each run's seconds).
 """
 
 from __future__ import annotations
@@ -112,7 +112,12 @@ def run_forest(parts: dict[str, Any], label_map: list[str], cfg: Config, seed: i
         proba = forest.predict_proba(flatten(split))  # (N, classes seen in train)
         return 1.0 - proba[:, classes.index(0)], np.asarray(classes)[attack_cols][proba[:, attack_cols].argmax(1)]
 
+    from models.metrics import threshold_for_fpr
+
     validation_prob, _ = scored(parts["validation"])
+    benign = validation_prob[parts["validation"].is_attack == 0]
+    budget = (threshold_for_fpr(benign, float(cfg.train.fpr_budget)) if cfg.train.fpr_budget > 0 and len(benign)
+              else float(cfg.model.threshold))  # the rule of jobs.train.choose_threshold, on the forest's scores
     test_prob, best_attack = scored(parts["test"])
     names = np.asarray(label_map, dtype=object)
     test = parts["test"]
@@ -121,41 +126,33 @@ def run_forest(parts: dict[str, Any], label_map: list[str], cfg: Config, seed: i
         pred = np.where(test_prob >= threshold, best_attack, 0)
         return detection_report(test.is_attack, test_prob, names[test.attack_type], names[pred], threshold)
 
-    return at_rules(report, validation_prob[parts["validation"].is_attack == 0], cfg,
-                    {"train_seconds": round(seconds, 1), "epochs": None})
+    return at_rules(report, budget, cfg, {"train_seconds": round(seconds, 1), "epochs": None})
 
 
-def at_rules(report: Any, validation_benign: np.ndarray, cfg: Config,
-             extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def at_rules(report: Any, budget: float, cfg: Config, extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The test report under both decision rules, every model alike: ``budget`` (the threshold at which at most
     train.fpr_budget of the run's validation benign flows score at or above it, what jobs.train ships) and
     ``fixed`` (model.threshold, 0.5)."""
-    from models.metrics import threshold_for_fpr
-
     fixed = float(cfg.model.threshold)
-    budget = (threshold_for_fpr(validation_benign, float(cfg.train.fpr_budget))
-              if cfg.train.fpr_budget > 0 and len(validation_benign) else fixed)
     return {rule: {**report(t), "threshold": t, **extra} for rule, t in (("budget", budget), ("fixed", fixed))}
 
 
 def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: str) -> dict[str, dict[str, Any]]:
     import torch
 
-    from jobs.train import build_model, configure_torch, fit, model_config, score, split_metrics
+    from jobs.train import build_model, choose_threshold, configure_torch, fit, model_config, split_metrics
 
     device = configure_torch(cfg)
     train = parts["train"]
     config = model_config(cfg, arch, train.features.shape[2], train.features.shape[1], len(label_map))
     torch.manual_seed(cfg.train.seed)
     result = fit(build_model(arch, config), train, parts["validation"], cfg, device)
-    validation = parts["validation"]
-    prob, _ = score(result.model, validation.features, validation.mask, cfg.model.threshold, device,
-                    cfg.model.batch_size)
+    budget, _ = choose_threshold(result.model, parts["validation"], cfg, device)  # as jobs.train ships it
 
     def report(threshold: float) -> dict[str, Any]:
         return split_metrics(result.model, parts["test"], label_map, threshold, device, cfg.model.batch_size)
 
-    return at_rules(report, prob[validation.is_attack == 0], cfg,
+    return at_rules(report, budget, cfg,
                     {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}"})
 
 

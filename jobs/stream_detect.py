@@ -245,7 +245,7 @@ class BatchWriter:
             if counts.get(True, 0):
                 writes.update(self.score_valid(batch.where(valid), scorer, batch_id, held, steps))
             if counts.get(False, 0):
-                writes["quarantine"] = self.quarantine(batch.where(F.col("reason").isNotNull()))
+                writes["quarantine"] = self.quarantine(batch.where(~valid))
             self._append_all(writes, batch_id)
             self._step(steps, "commit")
         finally:
@@ -281,15 +281,15 @@ class BatchWriter:
         # One job counts what the rest of the batch branches on (each isEmpty() probe was a job of its own).
         found = scored.agg(F.count_if(ok & (F.col("attack_prob") >= F.lit(self.threshold))).alias("alerts"),
                            F.count_if(~ok).alias("errors")).first()
-        n_alerts, n_errors = (int(found["alerts"]), int(found["errors"])) if found else (0, 0)
+        has_alerts, has_errors = (found["alerts"] > 0, found["errors"] > 0) if found else (False, False)
         alerts = None
-        if n_alerts:
+        if has_alerts:
             enriched = materialize(self.alerts(scored.where(ok)))
             held.append(enriched)
             self._step(steps, "alerts")
             failed = enriched.where(~ok).select(*_COORDINATES, F.col(SCORING_ERROR).alias("_enrichment"))
             if not failed.isEmpty():  # rare: those flows go to quarantine and to no other table
-                n_errors += 1
+                has_errors = True
                 scored = (scored.join(F.broadcast(failed), _COORDINATES, "left")
                           .withColumn(SCORING_ERROR, F.coalesce(SCORING_ERROR, "_enrichment")).drop("_enrichment"))
             alerts = enriched.where(ok).drop(SCORING_ERROR)
@@ -297,7 +297,7 @@ class BatchWriter:
                 self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
                 self._step(steps, "publish")
         errors = scored.where(F.col(SCORING_ERROR).isNotNull())
-        if n_errors:
+        if has_errors:
             self._append(self.quarantine(errors.withColumns({
                 "reason": F.concat(F.lit("scoring_error: "), F.col(SCORING_ERROR)),
                 "raw": F.to_json(F.struct(*[c for c in _CARRIED if c in errors.columns and c != "raw"]))})),

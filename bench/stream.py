@@ -174,39 +174,49 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
 
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
-    query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, starting_offsets="latest")
-    while query.lastProgress is None:
-        time.sleep(0.2)
-    table = str(out / "tables" / "flows_scored")
+    with BatchProfile() as profile:
+        query = stream_detect.start(spark, cfg, model_cfg, detector, model_dir, out, starting_offsets="latest")
+        while query.lastProgress is None:
+            time.sleep(0.2)
+        table = str(out / "tables" / "flows_scored")
 
-    def wait_scored(count: int, timeout_s: float) -> float:
-        start = time.monotonic()
-        while (spark.read.format("delta").load(table).count() < count
-               and time.monotonic() - start < timeout_s):
-            time.sleep(0.5)
-        return time.monotonic() - start
+        def consumed() -> int:
+            """Messages of the (new) topic the query has finished, from its last progress: polling a count of
+            the table instead would run Spark jobs beside the stream's own on the same 2 cores."""
+            progress = query.lastProgress
+            if not progress or not progress["sources"]:
+                return 0
+            end = json.loads(progress.json)["sources"][0]["endOffset"]
+            return sum(int(o) for parts in (end or {}).values() for o in parts.values())
 
-    clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
-    producer = make_producer(bootstrap, cfg)
-    # Warm-up, not measured: the first batches start the Python workers, load the model, create the files.
-    warm = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(4000, seed=7)]
-    paced_send(producer, cfg.kafka.flows_topic, warm, 2000)
-    sent = len(warm)
-    wait_scored(sent, 300)
-    windows = []
-    for i, rate in enumerate(rates):
-        n = int(rate * seconds)
-        flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=100 + i)]  # not timed
-        begin = time.time()
-        achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
-        send_s = time.time() - begin
-        sent += n
-        drain_s = wait_scored(sent, 900)
-        windows.append((rate, n, begin, time.time(), achieved, send_s, drain_s))
-    producer.close()
-    time.sleep(2)  # the last alerts in flight
-    clock.close()
-    query.stop()
+        def wait_scored(count: int, timeout_s: float) -> float:
+            start = time.monotonic()
+            while consumed() < count and time.monotonic() - start < timeout_s:
+                time.sleep(0.1)
+            return time.monotonic() - start
+
+        clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
+        producer = make_producer(bootstrap, cfg)
+        # Warm-up, not measured: the first batches start the Python workers, load the model, create the files.
+        warm = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(4000, seed=7)]
+        paced_send(producer, cfg.kafka.flows_topic, warm, 2000)
+        sent = len(warm)
+        wait_scored(sent, 300)
+        windows = []
+        for i, rate in enumerate(rates):
+            n = int(rate * seconds)
+            flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=100 + i)]  # not timed
+            begin = time.time()
+            achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
+            send_s = time.time() - begin
+            sent += n
+            drain_s = wait_scored(sent, 900)
+            windows.append((rate, n, begin, time.time(), achieved, send_s, drain_s))
+        producer.close()
+        time.sleep(2)  # the last alerts in flight
+        clock.close()
+        query.stop()
+    steps = {b["batch_id"]: b for b in profile.batches}
     commits = batch_commit_times(spark, table)
     scored = (spark.read.format("delta").load(table)
               .select("batch_id", "partition", "offset", F.col("kafka_timestamp").cast("double").alias("produced"))
@@ -224,8 +234,15 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
             "above_capacity": bool(sustained < 0.9 * achieved),
             "to_alert_topic": percentiles(alerts),
             "to_delta": percentiles((mine["committed"] - mine["produced"]).to_numpy(np.float64)),
+            "median_batch_s": median_steps([steps[b] for b in sorted(mine["batch_id"].unique()) if b in steps]),
         })
     return results
+
+
+def median_steps(batches: list[dict[str, Any]]) -> dict[str, float]:
+    """Per step (materialize, score, commit, ...), the median seconds over `batches` (BatchProfile rows)."""
+    names = {k for b in batches for k in b if k != "batch_id"}
+    return {k: round(float(np.median([b[k] for b in batches if k in b])), 3) for k in sorted(names)}
 
 
 def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:

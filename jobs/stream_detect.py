@@ -6,8 +6,8 @@ CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, host_windows, quarant
 
 One streaming query, one checkpoint: every Kafka record ends in exactly one row of flows_scored or quarantine.
 Each micro-batch is written with foreachBatch: its alerts are published first, then the tables are committed
-concurrently, every append with its own txnAppId/txnVersion (the table and the batch id), so a batch replayed
-after a crash is skipped by Delta instead of written twice. host_windows holds each batch's partial aggregates
+concurrently, every commit's userMetadata naming the query, the writer and the batch id, so a batch replayed
+after a crash is skipped instead of written twice. host_windows holds each batch's partial aggregates
 per host and window; jobs.sql.host_window_totals sums them. The alerts topic is at-least-once (a replayed batch
 publishes its alerts again); consumers dedupe on alert_id, the message key.
 
@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
-from jobs.lib.inference import community_id_column, proto_name, score_udf, severity
+from jobs.lib.inference import alert_score_udf, proto_name, severity
 from jobs.lib.messages import parse_flow_messages, raw_text
 from jobs.lib.monitoring import ProgressToDelta
 from jobs.lib.monitoring import attach as attach_progress
@@ -62,6 +62,11 @@ from schemas.records import (
 
 TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
 APP_ID = "flowsentinel-stream-detect"
+# How many of a table's latest commits a restarted query reads to find the last batch it committed there. Only the
+# first batch of a run can be a replay, and the query's own commits are the latest unless other writers committed
+# more than this many times in between.
+HISTORY_SCAN = 1000
+CHECKPOINT_INTERVAL = 100  # commits between two Delta checkpoints of each table (create_tables)
 # One line per micro-batch: where its time went (materialize, count, score, alerts, publish, commit), seconds.
 log = logging.getLogger("flowsentinel.stream")
 
@@ -69,7 +74,7 @@ log = logging.getLogger("flowsentinel.stream")
 _CARRIED = [*IDENTIFIER_COLUMNS, *KEY_FEATURES, "label", "attack_type", "key", "event_time", "source_file",
             "source_row", "topic", "partition", "offset", "kafka_timestamp", "reason", "raw"]
 _ORDER = ["event_time", "source_file", "source_row", "partition", "offset"]
-_COORDINATES = ["topic", "partition", "offset"]
+FLOW_TUPLE = ["src_ip", "dst_ip", "protocol", "src_port", "dst_port"]  # what an alert's Community ID hashes
 _ARRIVAL = "_arrival"  # the micro-batch's start time: the stateful path's watermark column
 SCORING_ERROR = "scoring_error"  # why a valid row could not be scored or enriched; its quarantine reason category
 
@@ -96,6 +101,9 @@ def read_kafka(spark: SparkSession, cfg: Config, starting_offsets: str) -> DataF
               .option("startingOffsets", starting_offsets)
               .option("maxOffsetsPerTrigger", cfg.stream.max_offsets_per_trigger)
               .option("failOnDataLoss", "true"))
+    # How long the broker holds a fetch that has too little data: Kafka's 500 ms default showed as ~0.5 s of
+    # waiting in every task of a small micro-batch. A user's kafka.options value wins.
+    reader = reader.option("kafka.fetch.max.wait.ms", "20")
     for key, value in cfg.kafka.options.items():
         reader = reader.option(f"kafka.{key}", value)
     return reader.load()
@@ -193,8 +201,9 @@ class BatchWriter:
     """foreachBatch body: score the micro-batch, publish its alerts, then commit every table idempotently.
 
     Alerts go to the topic as soon as the scores exist, before any Delta commit. The tables are independent
-    (appends to different Delta tables never conflict), so they are committed concurrently, each append with its
-    own txnAppId/txnVersion writer options; host_windows gets the batch's partial aggregates appended, not a
+    (appends to different Delta tables never conflict), so they are committed concurrently, each with its marker
+    in userMetadata (not Delta's txnAppId/txnVersion: Delta 4.3.1 rebuilt the table state, three Spark jobs, on
+    every append to check them); host_windows gets the batch's partial aggregates appended, not a
     MERGE (jobs.sql.host_window_totals folds them into window totals on read)."""
 
     def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
@@ -203,19 +212,56 @@ class BatchWriter:
         self.model_dir = model_dir
         self.model_version = detector.model_version
         self.threshold = detector.threshold
+        self.query_id: str | None = None  # the streaming query's id (kept in its checkpoint), from the first batch
+        self.committed: dict[str, int] = {}  # writer -> the last batch id it committed, read once per run
+        self._lock = threading.Lock()
 
     def path(self, table: str) -> str:
         return str(self.tables / table)
 
+    def _marker(self, writer: str, batch_id: int) -> str:
+        return json.dumps({"app": APP_ID, "query": self.query_id, "writer": writer, "batch": batch_id},
+                          separators=(",", ":"))
+
+    def last_committed(self, spark: SparkSession, table: str, writer: str) -> int:
+        """The last batch id `writer` committed to `table` for this query, from the userMetadata of the table's
+        latest HISTORY_SCAN commits (read on the driver, once per writer per run); -1 when none is there."""
+        with self._lock:
+            known = self.committed.get(writer)
+        if known is not None:
+            return known
+        from delta.tables import DeltaTable
+
+        last = -1
+        rows = (DeltaTable.forPath(spark, self.path(table)).history(HISTORY_SCAN)
+                .where(F.col("userMetadata").isNotNull()).select("userMetadata").collect())
+        for row in rows:
+            try:
+                marker = json.loads(row.userMetadata)
+            except ValueError:
+                continue  # another writer's metadata
+            if (isinstance(marker, dict) and marker.get("app") == APP_ID and marker.get("query") == self.query_id
+                    and marker.get("writer") == writer and isinstance(marker.get("batch"), int)):
+                last = max(last, marker["batch"])
+        with self._lock:
+            self.committed.setdefault(writer, last)
+            return self.committed[writer]
+
     def _append(self, df: DataFrame, table: str, batch_id: int, writer: str = "") -> None:
-        # `writer` tells apart two appends of one batch to one table (each its own idempotent transaction)
-        (df.write.format("delta").mode("append")
-         .option("txnAppId", f"{APP_ID}:{table}{writer}").option("txnVersion", batch_id)
+        """Append `df` to `table` as batch `batch_id`'s commit of `writer` (the table, or the table and a suffix
+        that tells apart two appends of one batch to one table), unless that writer already committed it."""
+        name = f"{table}{writer}"
+        if self.last_committed(df.sparkSession, table, name) >= batch_id:
+            log.info("batch %d: %s already committed, skipped (a replay)", batch_id, name)
+            return
+        (df.write.format("delta").mode("append").option("userMetadata", self._marker(name, batch_id))
          .save(self.path(table)))
+        with self._lock:
+            self.committed[name] = batch_id
 
     def _append_all(self, writes: dict[str, DataFrame], batch_id: int) -> None:
         """Commit each table's rows at once, one thread per table; raises the first failure after all ended (a
-        replay then skips, by txnVersion, the tables that did commit)."""
+        replay then skips the tables that did commit)."""
         if len(writes) <= 1:
             for table, df in writes.items():
                 self._append(df, table, batch_id)
@@ -227,7 +273,8 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         m = self.cfg.model
-        scorer = score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
+        self.query_id = self.query_id or batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+        scorer = alert_score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
         # One pass over the whole batch (every partition, so the state store commits each); what follows reads
         # its result through a one-node plan instead of planning the parse and validation again per write.
         steps: dict[str, float] = {"started": time.perf_counter()}
@@ -264,14 +311,15 @@ class BatchWriter:
 
     def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int, held: list[DataFrame],
                     steps: dict[str, float]) -> dict[str, DataFrame]:
-        """Score the valid rows and publish their alerts; returns what each table gets. The scores and the alerts
-        (with their per-row Python enrichment, the Community ID) are computed once each, into `held` for the
-        caller to release. A row the scorer or the alert enrichment fails on goes to quarantine as
-        ``scoring_error: <what>`` (its own idempotent append) and to no other table; the rest is written."""
-        scored = materialize(valid.withColumn("_s", scorer("features", "mask"))
+        """Score the valid rows and publish their alerts; returns what each table gets. The scores come with
+        each alert's Community ID (one pandas UDF pass) and are computed once, into `held` for the caller to
+        release. A row the scorer or the Community ID fails on goes to quarantine as ``scoring_error: <what>``
+        (its own idempotent append) and to no other table; the rest is written."""
+        scored = materialize(valid.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
                              .withColumns({"attack_prob": F.col("_s.attack_prob"),
                                            "pred_type": F.col("_s.attack_type"),
                                            "explanation": F.col("_s.explanation"),
+                                           "community_id": F.col("_s.community_id"),
                                            SCORING_ERROR: F.col("_s.error"),
                                            "batch_id": F.lit(batch_id).cast("long")})
                              .drop("_s", "features", "mask"))
@@ -282,30 +330,20 @@ class BatchWriter:
         found = scored.agg(F.count_if(ok & (F.col("attack_prob") >= F.lit(self.threshold))).alias("alerts"),
                            F.count_if(~ok).alias("errors")).first()
         has_alerts, has_errors = (found["alerts"] > 0, found["errors"] > 0) if found else (False, False)
-        alerts = None
+        good = scored.where(ok)
+        writes = {}
         if has_alerts:
-            enriched = materialize(self.alerts(scored.where(ok)))
-            held.append(enriched)
-            self._step(steps, "alerts")
-            failed = enriched.where(~ok).select(*_COORDINATES, F.col(SCORING_ERROR).alias("_enrichment"))
-            if not failed.isEmpty():  # rare: those flows go to quarantine and to no other table
-                has_errors = True
-                scored = (scored.join(F.broadcast(failed), _COORDINATES, "left")
-                          .withColumn(SCORING_ERROR, F.coalesce(SCORING_ERROR, "_enrichment")).drop("_enrichment"))
-            alerts = enriched.where(ok).drop(SCORING_ERROR)
+            writes["alerts"] = self.alerts(good)
             if self.cfg.stream.publish_alerts:
-                self.publish(alerts)  # first: an alert is on the topic before the batch's Delta commits
+                self.publish(writes["alerts"])  # first: an alert is on the topic before the batch's Delta commits
                 self._step(steps, "publish")
-        errors = scored.where(F.col(SCORING_ERROR).isNotNull())
+        writes.update({"flows_scored": self.flows_scored(good), "host_windows": self.host_windows(good, batch_id)})
         if has_errors:
+            errors = scored.where(~ok)
             self._append(self.quarantine(errors.withColumns({
                 "reason": F.concat(F.lit("scoring_error: "), F.col(SCORING_ERROR)),
                 "raw": F.to_json(F.struct(*[c for c in _CARRIED if c in errors.columns and c != "raw"]))})),
                 "quarantine", batch_id, ":scoring")
-        good = scored.where(F.col(SCORING_ERROR).isNull())
-        writes = {"flows_scored": self.flows_scored(good), "host_windows": self.host_windows(good, batch_id)}
-        if alerts is not None:
-            writes["alerts"] = alerts
         return writes
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
@@ -321,14 +359,10 @@ class BatchWriter:
         ])
 
     def alerts(self, scored: DataFrame) -> DataFrame:
-        """ALERTS columns and ``scoring_error`` (null, or why the enrichment failed on the row)."""
-        hits = scored.where(F.col("attack_prob") >= F.lit(self.threshold)).withColumn(
-            "_cid", community_id_column(F.col("src_ip"), F.col("dst_ip"), F.col("protocol"), F.col("src_port"),
-                                        F.col("dst_port")))
+        """The ALERTS rows of scored rows (those at or above the threshold)."""
         columns = {
             "alert_id": F.sha2(F.concat_ws(":", "topic", "partition", "offset"), 256).substr(1, 32),
             "timestamp": F.coalesce("event_time", "kafka_timestamp"),
-            "community_id": F.col("_cid.community_id"),
             "dest_ip": F.col("dst_ip"),
             "dest_port": F.col("dst_port"),
             "proto": proto_name(F.col("protocol")),
@@ -337,8 +371,9 @@ class BatchWriter:
             "score": F.col("attack_prob"),
             "model_version": F.lit(self.model_version),
         }
-        return hits.select(*[(columns.get(f.name, F.col(f.name))).cast(f.dataType).alias(f.name)
-                             for f in ALERTS.fields], F.col("_cid.error").alias(SCORING_ERROR))
+        return (scored.where(F.col("attack_prob") >= F.lit(self.threshold))
+                .select(*[(columns.get(f.name, F.col(f.name))).cast(f.dataType).alias(f.name)
+                          for f in ALERTS.fields]))
 
     def quarantine(self, rejected: DataFrame) -> DataFrame:
         columns = {"quarantined_at": F.current_timestamp()}
@@ -371,14 +406,19 @@ class BatchWriter:
 
 
 def create_tables(spark: SparkSession, tables: Path) -> None:
-    """Create the four Delta tables (empty, with their schemas) unless they exist."""
+    """Create the four Delta tables (empty, with their schemas) unless they exist.
+
+    Every table is checkpointed each CHECKPOINT_INTERVAL commits, not Delta's default 10: a checkpoint is written
+    by the commit that triggers it, inside the micro-batch, and took 5-6 s on 2 cores, so at the default every
+    tenth batch of each table was that much slower (the p99 of time to alert)."""
     from delta.tables import DeltaTable
 
+    every = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
     properties = {"flows_scored": {"delta.dataSkippingStatsColumns": ",".join(FLOWS_SCORED_STATS_COLUMNS)}}
     for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("host_windows", HOST_WINDOWS),
                          ("quarantine", QUARANTINE)):
         builder = DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema)
-        for key, value in properties.get(name, {}).items():
+        for key, value in {**every, **properties.get(name, {})}.items():
             builder = builder.property(key, value)
         builder.execute()
 

@@ -24,3 +24,11 @@ def test_percentiles_and_the_latency_plot(tmp_path):
             for i, rate in enumerate([1000, 2000, 5000, 10000])]
     bench_stream.plot_latency(rows, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_median_steps_per_step_over_the_batches_that_have_it():
+    batches = [{"batch_id": 3, "rows": 100, "materialize": 1.0, "commit": 2.0},
+               {"batch_id": 4, "rows": 300, "materialize": 3.0, "commit": 1.0, "publish": 0.5},
+               {"batch_id": 5, "rows": 200, "materialize": 2.0, "commit": 4.0}]
+    assert bench_stream.median_steps(batches) == {"commit": 2.0, "materialize": 2.0, "publish": 0.5, "rows": 200.0}
+    assert bench_stream.median_steps([]) == {}

@@ -164,6 +164,34 @@ def test_community_id_of_incomplete_or_impossible_flows():
         "community_id: Unsupported format for source IP address \"1.2.3.4'; DROP TABLE alerts;--\"", None]
 
 
+@pytest.mark.parametrize("threshold", [1e-6, 1 - 1e-7])
+def test_the_stream_scorer_adds_the_community_id_of_alerts_only(tmp_path, threshold):
+    """alert_score_udf: the scores of score_udf and, for rows at or above the threshold, the Community ID; a row
+    whose ID cannot be computed gets the error (the job quarantines it). Below the threshold nothing is hashed,
+    so the impossible port of a benign row costs nothing and fails nothing."""
+    import numpy as np
+    import pandas as pd
+
+    from jobs.lib.inference import alert_score_udf, score_udf
+    from tests.helpers import random_artifact
+
+    artifact = str(random_artifact(tmp_path / "model", seq_len=1, threshold=threshold))
+    features = pd.Series([np.full(76, 0.5, np.float32), np.zeros(76, np.float32), np.zeros(75, np.float32)])
+    masks = pd.Series([np.ones(1, bool)] * 3)
+    tuples = (pd.Series(["192.168.1.52", "10.0.0.2", "10.0.0.3"]), pd.Series(["8.8.8.8", "10.0.0.1", "10.0.0.1"]),
+              pd.Series([17, 6, 6]), pd.Series([54585, 1, 1]), pd.Series([53, 70000, 2]))
+    (frame,) = list(alert_score_udf(artifact, "cpu", 512, 1, 0).func(iter([(features, masks, *tuples)])))
+    (plain,) = list(score_udf(artifact, "cpu", 512, 1, 0).func(iter([(features, masks)])))
+    np.testing.assert_array_equal(frame["attack_prob"].to_numpy(), plain["attack_prob"].to_numpy())
+    ragged = "input holds 75 values and 1 mask flags; expected 1 x 76 and 1"
+    if threshold < 0.5:  # every row alerts
+        assert frame["community_id"].tolist() == ["1:d/FP5EW3wiY1vCndhwleRRKHowQ=", None, None]
+        assert frame["error"].tolist() == [None, 'community_id: Destination port "70000" invalid', ragged]
+    else:
+        assert frame["community_id"].tolist() == [None, None, None]
+        assert frame["error"].tolist() == [None, None, ragged]
+
+
 class _Resource:
     def __init__(self, *addresses: str) -> None:
         self.addresses = list(addresses)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -262,14 +263,32 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     assert (before["flows_scored"], before["alerts"], before["quarantine"]) == (50, 50, 0)
 
     # Replaying batch 0, as after a crash between the Delta writes and the checkpoint commit, changes nothing:
-    # every append carries its table's txnAppId and the batch id as txnVersion, and Delta skips a version it has.
+    # every append records (query id, table, batch id) in its commit's userMetadata, and a batch a table has is
+    # skipped there.
     persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
     writer(spark.read.parquet(str(tmp_path / "batch-0")), 0)
-    # the writer materializes the batch, its scores and its alerts once each, and drops the blocks when done
+    # the writer materializes the batch and its scores once each, and drops the blocks when done
     assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
     assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == before
     assert sorted(map(tuple, _table(spark, out, "host_windows").collect())) == windows_before
     assert sum(r.flows for r in _table(spark, out, "host_windows").collect()) == 50
+    marker = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'tables' / 'alerts'}`").where("operation = 'WRITE'")
+    assert [json.loads(r.userMetadata) for r in marker.collect()] == [
+        {"app": stream_detect.APP_ID, "query": str(query.id), "writer": "alerts", "batch": 0}]
+
+    # The query restarted (a new writer, the same query id) reads what it committed from the tables' history.
+    restarted = stream_detect.BatchWriter(cfg, out / "tables", detector, str(artifact))
+    restarted.query_id = str(query.id)
+    restarted(spark.read.parquet(str(tmp_path / "batch-0")), 0)
+    assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == before
+    # Another query (a new checkpoint: a new query id, its batch ids from 0 again) into the same tables writes its
+    # batches: before, every append's txnAppId named only the table, and Delta skipped such a query's batches
+    # until its batch ids passed the old query's.
+    other = stream_detect.BatchWriter(cfg, out / "tables", detector, str(artifact))
+    other.query_id = "another-query"
+    other(spark.read.parquet(str(tmp_path / "batch-0")), 0)
+    assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == {
+        "flows_scored": 100, "alerts": 100, "host_windows": 2 * before["host_windows"], "quarantine": 0}
 
 
 def test_stop_midway_and_restart_from_checkpoint_loses_and_duplicates_nothing(spark, kafka_broker, tmp_path):

@@ -99,49 +99,84 @@ def predict_isolated(detector: Any, x: np.ndarray, m: np.ndarray) -> tuple[np.nd
     return prob, types, errors
 
 
+def score_frame(detector: Any, features: pd.Series, masks: pd.Series, explain_top_k: int) -> pd.DataFrame:
+    """One Arrow batch of (features, mask) cells -> SCORE_TYPE columns. A row that cannot be scored (an input of
+    the wrong size, a forward that fails on it, a non-finite score) gets ``error`` and no score."""
+    seq_len, n_features = detector.seq_len, len(detector.features)
+    n = len(features)
+    # Every row must hold T*F values and T mask flags; checked per row, so a bad one fails alone.
+    feature_cells, mask_cells = features.to_numpy(), masks.to_numpy()
+    sizes = np.fromiter((-1 if f is None else len(f) for f in feature_cells), np.int64, n)
+    flags = np.fromiter((-1 if f is None else len(f) for f in mask_cells), np.int64, n)
+    ok = (sizes == seq_len * n_features) & (flags == seq_len)
+    errors: list[str | None] = [
+        None if good else f"input holds {size} values and {flag} mask flags; expected {seq_len} x "
+                          f"{n_features} and {seq_len}"
+        for good, size, flag in zip(ok, sizes, flags, strict=True)]
+    prob = np.full(n, np.nan, np.float32)
+    names = np.full(n, None, dtype=object)
+    why = np.full(n, None, dtype=object)
+    if ok.any():
+        # One concatenate of the Arrow-backed arrays: 5x cheaper than np.stack of per-row arrays, which was most
+        # of the UDF's time on a GPU.
+        rows = np.flatnonzero(ok)
+        x = np.concatenate(feature_cells[ok]).astype(np.float32, copy=False)
+        m = np.concatenate(mask_cells[ok]).astype(bool, copy=False)
+        x, m = x.reshape(-1, seq_len, n_features), m.reshape(-1, seq_len)
+        p, type_index, failed = predict_isolated(detector, x, m)
+        scored = np.array([e is None for e in failed], bool)
+        prob[rows] = np.where(scored, p, np.nan)
+        names[rows[scored]] = detector.type_names(type_index[scored])
+        for i, e in zip(rows, failed, strict=True):
+            errors[i] = e
+        alert = scored & (p >= detector.threshold)
+        if alert.any():
+            why[rows[alert]] = explain(x[alert, -1, :], detector.features, explain_top_k)
+    return pd.DataFrame({"attack_prob": prob, "attack_type": names, "explanation": why,
+                         "error": pd.Series(errors, dtype=object)})
+
+
 def score_udf(model_dir: str, device: str, batch_size: int, threads: int, explain_top_k: int) -> Any:
     """Iterator pandas UDF (features array<float> (T*F, flat), mask array<boolean> (T)) -> SCORE_TYPE.
 
-    A row that cannot be scored (an input of the wrong size, a forward that fails on it, a non-finite score)
-    gets ``error`` and no score; the others are scored. A failure of the whole batch (the model cannot be loaded,
-    every row fails) raises."""
+    A row that cannot be scored gets ``error`` and no score; the others are scored (:func:`score_frame`). A
+    failure of the whole batch (the model cannot be loaded, every row fails) raises."""
 
     @F.pandas_udf(SCORE_TYPE)  # type: ignore[call-overload]
     def score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         detector = get_detector(model_dir, device, batch_size, threads)
-        seq_len, n_features = detector.seq_len, len(detector.features)
         for features, masks in batches:
-            n = len(features)
-            # Every row must hold T*F values and T mask flags; checked per row, so a bad one fails alone.
-            feature_cells, mask_cells = features.to_numpy(), masks.to_numpy()
-            sizes = np.fromiter((-1 if f is None else len(f) for f in feature_cells), np.int64, n)
-            flags = np.fromiter((-1 if f is None else len(f) for f in mask_cells), np.int64, n)
-            ok = (sizes == seq_len * n_features) & (flags == seq_len)
-            errors: list[str | None] = [
-                None if good else f"input holds {size} values and {flag} mask flags; expected {seq_len} x "
-                                  f"{n_features} and {seq_len}"
-                for good, size, flag in zip(ok, sizes, flags, strict=True)]
-            prob = np.full(n, np.nan, np.float32)
-            names = np.full(n, None, dtype=object)
-            why = np.full(n, None, dtype=object)
-            if ok.any():
-                # One concatenate of the Arrow-backed arrays: 5x cheaper than np.stack of per-row arrays, which
-                # was most of the UDF's time on a GPU.
-                rows = np.flatnonzero(ok)
-                x = np.concatenate(feature_cells[ok]).astype(np.float32, copy=False)
-                m = np.concatenate(mask_cells[ok]).astype(bool, copy=False)
-                x, m = x.reshape(-1, seq_len, n_features), m.reshape(-1, seq_len)
-                p, type_index, failed = predict_isolated(detector, x, m)
-                scored = np.array([e is None for e in failed], bool)
-                prob[rows] = np.where(scored, p, np.nan)
-                names[rows[scored]] = detector.type_names(type_index[scored])
-                for i, e in zip(rows, failed, strict=True):
-                    errors[i] = e
-                alert = scored & (p >= detector.threshold)
-                if alert.any():
-                    why[rows[alert]] = explain(x[alert, -1, :], detector.features, explain_top_k)
-            yield pd.DataFrame({"attack_prob": prob, "attack_type": names, "explanation": why,
-                                "error": pd.Series(errors, dtype=object)})
+            yield score_frame(detector, features, masks, explain_top_k)
+
+    return score
+
+
+# The stream's scorer: SCORE_TYPE and the Community ID of every row the model flags (null for the others).
+ALERT_SCORE_TYPE = StructType([*SCORE_TYPE.fields, StructField("community_id", StringType())])
+
+
+def alert_score_udf(model_dir: str, device: str, batch_size: int, threads: int, explain_top_k: int) -> Any:
+    """Iterator pandas UDF (features, mask, src_ip, dst_ip, protocol, src_port, dst_port) -> ALERT_SCORE_TYPE.
+
+    Scores like :func:`score_udf` and, in the same pass over the batch, computes the Community ID of each row at
+    or above the model's threshold (an alert): one Python round trip per batch instead of two. A row whose
+    Community ID cannot be computed gets ``error`` (``community_id: <why>``), like a row that cannot be scored."""
+
+    @F.pandas_udf(ALERT_SCORE_TYPE)  # type: ignore[call-overload]
+    def score(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        detector = get_detector(model_dir, device, batch_size, threads)
+        for features, masks, src_ip, dst_ip, proto, src_port, dst_port in batches:
+            frame = score_frame(detector, features, masks, explain_top_k)
+            cid = pd.Series([None] * len(frame), dtype=object)
+            alert = np.flatnonzero((frame["error"].isna() & (frame["attack_prob"] >= detector.threshold)).to_numpy())
+            if len(alert):
+                ids = _community_ids(src_ip.iloc[alert], dst_ip.iloc[alert], proto.iloc[alert],
+                                     src_port.iloc[alert], dst_port.iloc[alert])
+                cid.iloc[alert] = ids["community_id"].to_numpy()
+                failed = ids["error"].notna().to_numpy()
+                frame.loc[alert[failed], "error"] = ids["error"].to_numpy()[failed]
+            frame["community_id"] = cid
+            yield frame
 
     return score
 
@@ -198,14 +233,6 @@ def _community_ids(src_ip: pd.Series, dst_ip: pd.Series, proto: pd.Series, src_p
             ids.append(None)
             errors.append(f"community_id: {str(exc)[:200]}")
     return pd.DataFrame({"community_id": pd.Series(ids, dtype=object), "error": pd.Series(errors, dtype=object)})
-
-
-def community_id_column(src_ip: Column, dst_ip: Column, proto: Column, src_port: Column,
-                        dst_port: Column) -> Column:
-    """COMMUNITY_ID_TYPE per row (a pandas UDF: evaluate it once per row, e.g. on a materialized frame)."""
-    # Built on call: a pandas UDF object needs a running SparkContext, never one at import time.
-    udf = F.pandas_udf(_community_ids, COMMUNITY_ID_TYPE)  # type: ignore[call-overload]
-    return udf(src_ip, dst_ip, proto, src_port, dst_port)
 
 
 def proto_name(proto: Column) -> Column:

@@ -7,7 +7,8 @@ BENCH_OUT/latency.png.
     Delta (availableNow); flows/s over the whole run (query start to last commit) and in steady state (the
     batches after the first two, once the JIT has compiled the plan).
 (b) latency at each offered rate, one running job: produce -> alert received by a consumer of the alerts topic,
-    and produce -> Delta commit of the flow's batch (p50/p99); a rate the job cannot keep up with is marked.
+    and produce -> Delta commit of the flow's batch (p50/p99), with the median seconds of each step of the
+    window's batches; a rate the job cannot keep up with is marked.
 (c) parse + validate + z-score alone (parse_flows_per_s), and the scoring UDF vs a raw torch forward.
 (d) a single-process baseline: kafka-python consumer -> the same z-score and sequence code (numpy twins) ->
     torch -> Parquet; spark_vs_baseline for the whole run and for the steady state.

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
@@ -67,7 +67,7 @@ APP_ID = "flowsentinel-stream-detect"
 # more than this many times in between.
 HISTORY_SCAN = 1000
 CHECKPOINT_INTERVAL = 100  # commits between two Delta checkpoints of each table (create_tables)
-# One line per micro-batch: where its time went (materialize, count, score, alerts, publish, commit), seconds.
+# One line per micro-batch: where its time went (materialize, score, publish, commit), seconds.
 log = logging.getLogger("flowsentinel.stream")
 
 # What travels through the stateful operator besides the vector: everything the sinks need.
@@ -192,6 +192,15 @@ def materialize(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+def materialize_counting(df: DataFrame, **conditions: Column) -> tuple[DataFrame, dict[str, int]]:
+    """:func:`materialize` `df`, counting the rows that meet each condition in the same pass (Dataset.observe),
+    instead of a count job of its own afterwards (a job, and the planning of one, per count)."""
+    observation = Observation()
+    done = materialize(df.observe(observation, *[F.count_if(c).alias(name) for name, c in conditions.items()]))
+    metrics = observation.get
+    return done, {name: int(metrics.get(name) or 0) for name in conditions}
+
+
 def release(materialized: DataFrame) -> None:
     """Drop the blocks of a :func:`materialize` result now, rather than when the JVM collects it."""
     materialized._jdf.queryExecution().logical().rdd().unpersist(False)
@@ -278,20 +287,17 @@ class BatchWriter:
         # One pass over the whole batch (every partition, so the state store commits each); what follows reads
         # its result through a one-node plan instead of planning the parse and validation again per write.
         steps: dict[str, float] = {"started": time.perf_counter()}
-        batch = materialize(batch)
+        # Which tables get rows, counted in the same pass: a table with none gets no commit (idempotence needs
+        # increasing batch ids, not every one), and a batch without data (state expiry only) writes nothing.
+        valid = F.col("reason").isNull()
+        batch, counts = materialize_counting(batch, valid=valid, rejected=~valid)
         held = [batch]
         try:
             self._step(steps, "materialize")
-            # Which tables get rows: a table with none gets no commit (idempotence needs increasing batch ids,
-            # not every one), and a batch without data (state expiry only) writes nothing.
-            valid = F.col("reason").isNull()
-            row = batch.agg(F.count_if(valid).alias("valid"), F.count_if(~valid).alias("rejected")).first()
-            counts = {True: int(row["valid"]), False: int(row["rejected"])} if row else {}
-            self._step(steps, "count")
             writes: dict[str, DataFrame] = {}
-            if counts.get(True, 0):
+            if counts["valid"]:
                 writes.update(self.score_valid(batch.where(valid), scorer, batch_id, held, steps))
-            if counts.get(False, 0):
+            if counts["rejected"]:
                 writes["quarantine"] = self.quarantine(batch.where(~valid))
             self._append_all(writes, batch_id)
             self._step(steps, "commit")
@@ -315,21 +321,20 @@ class BatchWriter:
         each alert's Community ID (one pandas UDF pass) and are computed once, into `held` for the caller to
         release. A row the scorer or the Community ID fails on goes to quarantine as ``scoring_error: <what>``
         (its own idempotent append) and to no other table; the rest is written."""
-        scored = materialize(valid.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
-                             .withColumns({"attack_prob": F.col("_s.attack_prob"),
-                                           "pred_type": F.col("_s.attack_type"),
-                                           "explanation": F.col("_s.explanation"),
-                                           "community_id": F.col("_s.community_id"),
-                                           SCORING_ERROR: F.col("_s.error"),
-                                           "batch_id": F.lit(batch_id).cast("long")})
-                             .drop("_s", "features", "mask"))
+        ok = F.col(SCORING_ERROR).isNull()
+        scored, found = materialize_counting(
+            valid.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
+            .withColumns({"attack_prob": F.col("_s.attack_prob"),
+                          "pred_type": F.col("_s.attack_type"),
+                          "explanation": F.col("_s.explanation"),
+                          "community_id": F.col("_s.community_id"),
+                          SCORING_ERROR: F.col("_s.error"),
+                          "batch_id": F.lit(batch_id).cast("long")})
+            .drop("_s", "features", "mask"),
+            alerts=ok & (F.col("attack_prob") >= F.lit(self.threshold)), errors=~ok)
         held.append(scored)
         self._step(steps, "score")
-        ok = F.col(SCORING_ERROR).isNull()
-        # One job counts what the rest of the batch branches on (each isEmpty() probe was a job of its own).
-        found = scored.agg(F.count_if(ok & (F.col("attack_prob") >= F.lit(self.threshold))).alias("alerts"),
-                           F.count_if(~ok).alias("errors")).first()
-        has_alerts, has_errors = (found["alerts"] > 0, found["errors"] > 0) if found else (False, False)
+        has_alerts, has_errors = found["alerts"] > 0, found["errors"] > 0
         good = scored.where(ok)
         writes = {}
         if has_alerts:

@@ -415,3 +415,21 @@ def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka
     by_file = Counter(f for f, _ in alerts)
     assert min(by_file["friday-afternoon-ddos.csv"], by_file["friday-afternoon-portscan.csv"]) >= 0.99 * 150
     assert by_file["friday-afternoon-benign.csv"] <= 1
+
+
+def test_materialize_counting_counts_in_the_materializing_job_itself(spark):
+    df = spark.range(0, 10, 1, 2)  # two partitions, no shuffle: one job for the pass
+    sc = spark.sparkContext
+    sc.setJobGroup("materialize-counting", "one job")
+    try:
+        done, counts = stream_detect.materialize_counting(df, even=F.col("id") % 2 == 0, big=F.col("id") >= 7)
+        jobs = sc.statusTracker().getJobIdsForGroup("materialize-counting")
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    assert counts == {"even": 5, "big": 3}
+    assert len(jobs) == 1  # the counts cost no job of their own
+    assert sorted(r.id for r in done.collect()) == list(range(10))
+    stream_detect.release(done)
+    empty, zero = stream_detect.materialize_counting(df.where("id < 0"), any=F.lit(True))
+    assert zero == {"any": 0} and empty.count() == 0
+    stream_detect.release(empty)

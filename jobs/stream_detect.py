@@ -222,8 +222,8 @@ class BatchWriter:
         self.model_version = detector.model_version
         self.threshold = detector.threshold
         self.query_id: str | None = None  # the streaming query's id (kept in its checkpoint), from the first batch
-        self.committed: dict[str, int] = {}  # writer -> the last batch id it committed, read once per run
-        self._lock = threading.Lock()
+        # writer -> the last batch id it committed, read once per run; each writer is used by one thread at a time
+        self.committed: dict[str, int] = {}
 
     def path(self, table: str) -> str:
         return str(self.tables / table)
@@ -235,10 +235,8 @@ class BatchWriter:
     def last_committed(self, spark: SparkSession, table: str, writer: str) -> int:
         """The last batch id `writer` committed to `table` for this query, from the userMetadata of the table's
         latest HISTORY_SCAN commits (read on the driver, once per writer per run); -1 when none is there."""
-        with self._lock:
-            known = self.committed.get(writer)
-        if known is not None:
-            return known
+        if writer in self.committed:
+            return self.committed[writer]
         from delta.tables import DeltaTable
 
         last = -1
@@ -252,9 +250,8 @@ class BatchWriter:
             if (isinstance(marker, dict) and marker.get("app") == APP_ID and marker.get("query") == self.query_id
                     and marker.get("writer") == writer and isinstance(marker.get("batch"), int)):
                 last = max(last, marker["batch"])
-        with self._lock:
-            self.committed.setdefault(writer, last)
-            return self.committed[writer]
+        self.committed[writer] = last
+        return last
 
     def _append(self, df: DataFrame, table: str, batch_id: int, writer: str = "") -> None:
         """Append `df` to `table` as batch `batch_id`'s commit of `writer` (the table, or the table and a suffix
@@ -265,8 +262,7 @@ class BatchWriter:
             return
         (df.write.format("delta").mode("append").option("userMetadata", self._marker(name, batch_id))
          .save(self.path(table)))
-        with self._lock:
-            self.committed[name] = batch_id
+        self.committed[name] = batch_id
 
     def _append_all(self, writes: dict[str, DataFrame], batch_id: int) -> None:
         """Commit each table's rows at once, one thread per table; raises the first failure after all ended (a

@@ -183,9 +183,6 @@ def alert_score_udf(model_dir: str, device: str, batch_size: int, threads: int, 
 
 # ------------------------------------------------------------------------------------------- community id
 
-# Community ID of one flow: the value (null without both addresses, a protocol, or the ports of a protocol that
-# needs them), or the error that kept it from being computed (the job quarantines that row as scoring_error).
-COMMUNITY_ID_TYPE = StructType([StructField("community_id", StringType()), StructField("error", StringType())])
 _ALGORITHMS: dict[int, Any] = {}
 
 
@@ -220,6 +217,9 @@ def community_id(src_ip: str | None, dst_ip: str | None, proto: int | None, src_
 
 def _community_ids(src_ip: pd.Series, dst_ip: pd.Series, proto: pd.Series, src_port: pd.Series,
                    dst_port: pd.Series) -> pd.DataFrame:
+    """Per flow: ``community_id`` (null without both addresses, a protocol, or the ports of a protocol that needs
+    them) and ``error``, what kept it from being computed (the job quarantines that row as scoring_error)."""
+
     def value(v: Any) -> Any:
         return None if pd.isna(v) else v
 

@@ -156,6 +156,48 @@ def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: s
                     {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}"})
 
 
+# Features that time a flow (durations, inter-arrival times, rates, active/idle periods): what is left when they
+# are set aside are the exact values (packet counts and lengths, flags, header lengths, TCP windows).
+TIMING = ("duration", "iat", "per_s", "active", "idle")
+
+
+def label_conflicts(features: np.ndarray, is_attack: np.ndarray, types: np.ndarray,
+                    names: list[str]) -> dict[str, Any]:
+    """Flows whose exact values (every feature but the timing ones, rounded to 5 decimals) equal those of flows
+    with the other binary label: the floor every model shares unless it separates them by timing alone.
+
+    Per signature group holding both labels, its minority are counted: benign flows in a group that is mostly
+    attacks (``benign_in_attack_groups``: what a model that flags the group pays in false positives) and attack
+    flows in a group that is mostly (or half) benign (``attacks_in_benign_groups``), the latter by true type."""
+    keep = [i for i, n in enumerate(names) if not any(k in n for k in TIMING)]
+    n = len(features)
+    rows = np.round(np.asarray(features, dtype=np.float64).reshape(n, -1, len(names))[:, :, keep].reshape(n, -1), 5)
+    _, group = np.unique(rows + 0.0, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    attacks = np.bincount(group, weights=is_attack.astype(np.float64)).astype(np.int64)
+    sizes = np.bincount(group)
+    mixed = (attacks > 0) & (attacks < sizes)
+    attack_major = attacks * 2 > sizes
+    benign_fp = mixed[group] & attack_major[group] & (is_attack == 0)
+    attack_fn = mixed[group] & ~attack_major[group] & (is_attack == 1)
+    missed_types, counts = np.unique(types[attack_fn], return_counts=True)
+    return {"exact_features": len(keep), "mixed_groups": int(mixed.sum()), "rows_in_mixed_groups":
+            int(mixed[group].sum()), "benign": int((is_attack == 0).sum()),
+            "benign_in_attack_groups": int(benign_fp.sum()), "attacks_in_benign_groups": int(attack_fn.sum()),
+            "attacks_in_benign_groups_by_type": {str(t): int(c) for t, c in zip(missed_types, counts, strict=True)}}
+
+
+def conflicts_text(c: dict[str, Any]) -> str:
+    by_type = ", ".join(f"{t} {k}" for t, k in c["attacks_in_benign_groups_by_type"].items()) or "none"
+    return (f"**Label conflicts in the data** (the floor every model shares): on the {c['exact_features']} features "
+            f"that are not timings (counts, lengths, flags, windows), {c['mixed_groups']} groups of identical flows "
+            f"hold both labels ({c['rows_in_mixed_groups']:,} flows). {c['benign_in_attack_groups']} benign flows "
+            f"({c['benign_in_attack_groups'] / max(c['benign'], 1):.2%} of {c['benign']:,}) sit in groups that are "
+            f"mostly attacks, {c['attacks_in_benign_groups']} attack flows in groups that are mostly benign "
+            f"({by_type}). A model that does not tell them apart by timing alone pays the first as false positives "
+            f"at any threshold that flags the group.")
+
+
 def _errors(r: dict[str, Any]) -> tuple[int, int]:
     (_, fp), (fn, _) = r["confusion_matrix"]
     return fp, fn
@@ -210,8 +252,8 @@ def _rule_tables(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_report(path: Path, results: list[dict[str, Any]], header: str) -> None:
-    block = f"{START}\n{header}\n\n{markdown_tables(results)}\n{END}"
+def write_report(path: Path, results: list[dict[str, Any]], header: str, footer: str = "") -> None:
+    block = f"{START}\n{header}\n\n{markdown_tables(results)}\n" + (f"\n{footer}\n" if footer else "") + END
     if path.is_file() and START in (text := path.read_text()) and END in text:
         before, rest = text.split(START, 1)
         after = rest.split(END, 1)[1]
@@ -249,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         pooled.is_attack = np.concatenate([pooled.is_attack, s.is_attack])
         pooled.attack_type = np.concatenate([pooled.attack_type, s.attack_type])
     groups = vector_groups(pooled.features)
+    conflicts = label_conflicts(pooled.features, pooled.is_attack,
+                                np.asarray(data.label_map, dtype=object)[pooled.attack_type], data.features)
+    print(json.dumps({"label_conflicts": conflicts}), file=sys.stderr)
     results_path = out / "results.json"
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = [r for r in results if "rule" in r]  # rows of the format before the two decision rules: rerun
@@ -282,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"`budget` (train.fpr_budget {cfg.train.fpr_budget}, chosen on the run's validation benign "
                   f"flows) and `fixed` (model.threshold {cfg.model.threshold}).")
         write_report(Path(args.report), [r for r in results if r["seed"] < args.seeds and r["fold"] < args.folds
-                                         and r["model"] in models], header)
+                                         and r["model"] in models], header, conflicts_text(conflicts))
     return 0
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.compare_models import _subset, fold_indices, markdown_tables, run_forest, run_neural, vector_groups
+from bench.compare_models import (
+    _subset,
+    conflicts_text,
+    fold_indices,
+    label_conflicts,
+    markdown_tables,
+    run_forest,
+    run_neural,
+    vector_groups,
+)
 
 
 def test_folds_partition_the_rows_and_never_split_a_vector():
@@ -26,6 +35,25 @@ def test_folds_partition_the_rows_and_never_split_a_vector():
     assert sorted(np.concatenate(tests).tolist()) == list(range(600))  # each row is tested exactly once
     other_seed = fold_indices(groups, seed=1, folds=3, fold=0)["test"]
     assert not np.array_equal(other_seed, tests[0])
+
+
+def test_label_conflicts_count_the_minority_of_groups_equal_but_for_timing():
+    names = ["flow_duration", "total_fwd_packets", "flow_iat_mean", "init_win_bytes_forward"]
+    rows = [  # (duration, packets, iat, window): timing columns differ inside each group
+        ((1.0, 3, 0.1, 8192), 1, "Bot"), ((1.1, 3, 0.2, 8192), 1, "Bot"), ((0.9, 3, 0.3, 8192), 1, "Bot"),
+        ((1.0, 3, 0.4, 8192), 0, "BENIGN"),  # group A: 3 attacks, 1 benign -> 1 benign false-positive floor
+        ((5.0, 1, 0.0, 256), 0, "BENIGN"), ((6.0, 1, 0.5, 256), 1, "DoS"),  # group B: a tie counts as benign
+        ((7.0, 1, 0.0, 256.5), 1, "DoS"),  # its own group (window differs): no conflict
+        ((1.0, 2, 0.1, 8192), 0, "BENIGN"), ((1.0, 2, 0.9, 8192), 0, "BENIGN"),  # one label only
+    ]
+    features = np.asarray([r[0] for r in rows], dtype=np.float32).reshape(len(rows), 1, 4)
+    is_attack = np.asarray([r[1] for r in rows])
+    types = np.asarray([r[2] for r in rows], dtype=object)
+    c = label_conflicts(features, is_attack, types, names)
+    assert c == {"exact_features": 2, "mixed_groups": 2, "rows_in_mixed_groups": 6, "benign": 4,
+                 "benign_in_attack_groups": 1, "attacks_in_benign_groups": 1,
+                 "attacks_in_benign_groups_by_type": {"DoS": 1}}
+    assert "1 benign flows (25.00% of 4) sit in groups that are mostly attacks" in conflicts_text(c)
 
 
 @pytest.mark.parametrize("model", ["cnn_lstm", "random_forest"])

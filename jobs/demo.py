@@ -81,7 +81,7 @@ def summarize(cfg: Config, tables: Path, replayed: int, seconds: float) -> dict[
     from jobs.sql import register_tables
 
     spark = build_session(cfg, "flowsentinel-demo-summary")
-    register_tables(spark, tables)  # host_windows as window totals
+    register_tables(spark, tables, cfg.stream.host_window)
     # The job's own rate (from its progress rows), not the replay-bound wall rate of the demo.
     progress = tables / "stream_progress"
     job_rate = (processing_rate(spark.read.format("delta").load(str(progress)))

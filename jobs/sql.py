@@ -5,8 +5,9 @@
     python -m jobs.sql --list                      # the named queries, their parameters and what they answer
     make sql Q="SELECT * FROM quarantine LIMIT 5"  # OUT=... picks the run (tables under OUT/tables)
 
-Each table under ``--tables`` (flows_scored, alerts, host_windows, quarantine; see schemas/records.py) becomes a
-temporary view of that name; host_windows, which holds per-batch partial aggregates, as their window totals. Named
+Each table under ``--tables`` (flows_scored, alerts, quarantine; see schemas/records.py) becomes a temporary view of
+that name, and host_windows a view over flows_scored: per host and `stream.host_window` of event time, its flows,
+alerts, bytes and destination ports (:func:`host_windows`; the stream job writes no table for it). Named
 queries take parameters as named markers (``:host``); each value, cast to its declared type, becomes one typed SQL
 literal (:func:`bind_sql`), so a value cannot change the query.
 """
@@ -35,7 +36,6 @@ from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, QUARANTINE
 TABLE_SCHEMAS: dict[str, StructType] = {
     "flows_scored": FLOWS_SCORED,
     "alerts": ALERTS,
-    "host_windows": HOST_WINDOWS,
     "quarantine": QUARANTINE,
 }
 
@@ -140,20 +140,25 @@ QUERIES: dict[str, OperatorQuery] = {
 }
 
 
-def host_window_totals(parts: DataFrame) -> DataFrame:
-    """The host_windows table (one row per host, window and micro-batch that saw it: the stream job appends
-    each batch's partial aggregates) -> one row per host and window, with its totals; `updated_batch_id` is the
-    last batch that added to the window."""
-    ports = F.array_sort(F.array_distinct(F.flatten(F.collect_list("dst_ports"))))
-    totals = (parts.groupBy("host", "window_start", "window_end")
-              .agg(F.sum("flows").alias("flows"), F.sum("alerts").alias("alerts"), F.sum("bytes").alias("bytes"),
-                   ports.alias("dst_ports"), F.max("updated_batch_id").alias("updated_batch_id"))
-              .withColumn("distinct_dst_ports", F.size("dst_ports")))
+def host_windows(flows_scored: DataFrame, window: str) -> DataFrame:
+    """flows_scored -> one row per host (the sequence key) and event-time window of `window` (e.g. "1 minute";
+    the Kafka timestamp where a flow has no event time): its flows, alerts (the model's decisions), bytes both
+    ways, destination ports, and `updated_batch_id`, the last micro-batch that added to the window."""
+    at = F.window(F.coalesce("event_time", "kafka_timestamp"), window)
+    flow_bytes = (F.coalesce(F.col("total_length_fwd_packets"), F.lit(0.0))
+                  + F.coalesce(F.col("total_length_bwd_packets"), F.lit(0.0)))
+    totals = (flows_scored.groupBy(F.col("key").alias("host"), at.alias("w"))
+              .agg(F.count(F.lit(1)).alias("flows"), F.sum(F.col("is_attack").cast("long")).alias("alerts"),
+                   F.sum(flow_bytes).alias("bytes"), F.array_sort(F.collect_set("dst_port")).alias("dst_ports"),
+                   F.max("batch_id").alias("updated_batch_id"))
+              .select("*", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                      F.size("dst_ports").alias("distinct_dst_ports")))
     return totals.select(*[F.col(f.name).cast(f.dataType) for f in HOST_WINDOWS.fields])
 
 
-def register_tables(spark: SparkSession, tables_dir: str | Path) -> dict[str, bool]:
-    """Register each table as a temp view of its name; returns name -> whether a Delta table was found.
+def register_tables(spark: SparkSession, tables_dir: str | Path, host_window: str) -> dict[str, bool]:
+    """Register each table as a temp view of its name, and host_windows over flows_scored with windows of
+    `host_window` (the config's stream.host_window); returns table name -> whether a Delta table was found.
 
     A table the run never created (e.g. no quarantine yet) is registered empty with its schema, so every named
     query still runs; the returned map says which ones those are.
@@ -166,8 +171,9 @@ def register_tables(spark: SparkSession, tables_dir: str | Path) -> dict[str, bo
         exists = (Path(path, "_delta_log").is_dir() if "://" not in path
                   else _is_delta(spark, path))
         df = spark.read.format("delta").load(path) if exists else spark.createDataFrame([], schema)
-        (host_window_totals(df) if name == "host_windows" else df).createOrReplaceTempView(name)
+        df.createOrReplaceTempView(name)
         found[name] = exists
+    host_windows(spark.table("flows_scored"), host_window).createOrReplaceTempView("host_windows")
     return found
 
 
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     # PySpark logs each failing statement as a JSON record before raising; the CLI reports it in one line below.
     PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     spark = build_session(cfg, "flowsentinel-sql")
-    found = register_tables(spark, tables)
+    found = register_tables(spark, tables, cfg.stream.host_window)
     missing = [name for name, ok in found.items() if not ok]
     if missing:
         print(f"note: no Delta table for {', '.join(missing)} under {tables}; registered empty", file=sys.stderr)

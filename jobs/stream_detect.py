@@ -1,5 +1,5 @@
 """The detection job: Kafka flows -> parse and validate -> z-score -> per-host sequences (Spark state) ->
-CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, host_windows, quarantine) and the alerts topic.
+CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, quarantine) and the alerts topic.
 
     python -m jobs.stream_detect [--out DIR] [--model DIR] [--available-now] [--set section.key=value]
     spark-submit ... jobs/stream_detect.py --out s3://bucket/flowsentinel
@@ -7,8 +7,8 @@ CNN+LSTM pandas UDF -> Delta tables (flows_scored, alerts, host_windows, quarant
 One streaming query, one checkpoint: every Kafka record ends in exactly one row of flows_scored or quarantine.
 Each micro-batch is written with foreachBatch: its alerts are published first, then the tables are committed
 concurrently, every commit's userMetadata naming the query, the writer and the batch id, so a batch replayed
-after a crash is skipped instead of written twice. host_windows holds each batch's partial aggregates
-per host and window; jobs.sql.host_window_totals sums them. The alerts topic is at-least-once (a replayed batch
+after a crash is skipped instead of written twice. Per-host window totals are a query over flows_scored
+(jobs.sql.host_windows), not a table of the job. The alerts topic is at-least-once (a replayed batch
 publishes its alerts again); consumers dedupe on alert_id, the message key.
 
 One module of about 500 lines on purpose: the query, its foreachBatch writer and its start-up checks form the job a
@@ -55,12 +55,11 @@ from schemas.records import (
     ALERTS,
     FLOWS_SCORED,
     FLOWS_SCORED_STATS_COLUMNS,
-    HOST_WINDOWS,
     KEY_FEATURES,
     QUARANTINE,
 )
 
-TABLES = ("flows_scored", "alerts", "host_windows", "quarantine")
+TABLES = ("flows_scored", "alerts", "quarantine")
 APP_ID = "flowsentinel-stream-detect"
 # How many of a table's latest commits a restarted query reads to find the last batch it committed there. Only the
 # first batch of a run can be a replay, and the query's own commits are the latest unless other writers committed
@@ -212,8 +211,8 @@ class BatchWriter:
     Alerts go to the topic as soon as the scores exist, before any Delta commit. The tables are independent
     (appends to different Delta tables never conflict), so they are committed concurrently, each with its marker
     in userMetadata (not Delta's txnAppId/txnVersion: Delta 4.3.1 rebuilt the table state, three Spark jobs, on
-    every append to check them); host_windows gets the batch's partial aggregates appended, not a
-    MERGE (jobs.sql.host_window_totals folds them into window totals on read)."""
+    every append to check them). Per-host windows are not written here: jobs.sql.host_windows serves them as a
+    query over flows_scored, so a batch commits two tables, not three."""
 
     def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
         self.cfg = cfg
@@ -338,7 +337,7 @@ class BatchWriter:
             if self.cfg.stream.publish_alerts:
                 self.publish(writes["alerts"])  # first: an alert is on the topic before the batch's Delta commits
                 self._step(steps, "publish")
-        writes.update({"flows_scored": self.flows_scored(good), "host_windows": self.host_windows(good, batch_id)})
+        writes["flows_scored"] = self.flows_scored(good)
         if has_errors:
             errors = scored.where(~ok)
             self._append(self.quarantine(errors.withColumns({
@@ -381,21 +380,6 @@ class BatchWriter:
         return rejected.select(*[(columns.get(f.name, F.col(f.name)) if f.name != "reason" else F.col("reason"))
                                  .cast(f.dataType).alias(f.name) for f in QUARANTINE.fields])
 
-    def host_windows(self, scored: DataFrame, batch_id: int) -> DataFrame:
-        """This batch's partial aggregates per host per event-time window (appended; a window that spans
-        batches has one row per batch, summed by jobs.sql.host_window_totals)."""
-        window = F.window(F.coalesce("event_time", "kafka_timestamp"), self.cfg.stream.host_window)
-        return (scored.groupBy(F.col("key").alias("host"), window.alias("w"))
-                .agg(F.count(F.lit(1)).alias("flows"),
-                     F.sum((F.col("attack_prob") >= F.lit(self.threshold)).cast("long")).alias("alerts"),
-                     F.sum(F.coalesce(F.col("total_length_fwd_packets"), F.lit(0.0))
-                           + F.coalesce(F.col("total_length_bwd_packets"), F.lit(0.0))).alias("bytes"),
-                     F.array_sort(F.collect_set("dst_port")).alias("dst_ports"))
-                .select("host", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
-                        "flows", "alerts", "bytes", F.size("dst_ports").alias("distinct_dst_ports"),
-                        "dst_ports", F.lit(batch_id).alias("updated_batch_id"))
-                .select(*[F.col(f.name).cast(f.dataType) for f in HOST_WINDOWS.fields]))
-
     def publish(self, alerts: DataFrame) -> None:
         options = {f"kafka.{k}": v for k, v in self.cfg.kafka.options.items()}
         (alerts.select(F.col("alert_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value"))
@@ -407,7 +391,7 @@ class BatchWriter:
 
 
 def create_tables(spark: SparkSession, tables: Path) -> None:
-    """Create the four Delta tables (empty, with their schemas) unless they exist.
+    """Create the three Delta tables (empty, with their schemas) unless they exist.
 
     Every table is checkpointed each CHECKPOINT_INTERVAL commits, not Delta's default 10: a checkpoint is written
     by the commit that triggers it, inside the micro-batch, and took 5-6 s on 2 cores, so at the default every
@@ -416,8 +400,7 @@ def create_tables(spark: SparkSession, tables: Path) -> None:
 
     every = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
     properties = {"flows_scored": {"delta.dataSkippingStatsColumns": ",".join(FLOWS_SCORED_STATS_COLUMNS)}}
-    for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("host_windows", HOST_WINDOWS),
-                         ("quarantine", QUARANTINE)):
+    for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("quarantine", QUARANTINE)):
         builder = DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema)
         for key, value in {**every, **properties.get(name, {})}.items():
             builder = builder.property(key, value)

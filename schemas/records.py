@@ -134,8 +134,8 @@ ALERTS = StructType(
     + _KAFKA_COORDINATES
 )
 
-# Per host (the sequence key) per event-time window: one row per micro-batch that saw the window (its partial
-# aggregates, appended); jobs.sql.host_window_totals sums them per window.
+# Per host (the sequence key) per event-time window (stream.host_window): a view over flows_scored
+# (jobs.sql.host_windows), registered beside the tables; the stream job writes no table for it.
 HOST_WINDOWS = StructType(
     [
         StructField("host", StringType()),

@@ -14,7 +14,7 @@ from models.artifact import ModelSpec, build_model, save_artifact
 from schemas.flows import FEATURE_COLUMNS
 from schemas.labels import ATTACK_TYPES
 from schemas.normalization import NormStats
-from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, QUARANTINE
+from schemas.records import ALERTS, FLOWS_SCORED, QUARANTINE
 from tests import test_sql
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -81,8 +81,8 @@ def test_model_report(trained_like_artifact, monkeypatch):
 
 def test_alerts_dashboard(spark, tmp_path, monkeypatch):
     tables = tmp_path / "tables"
-    for name, schema, data in (("flows_scored", FLOWS_SCORED, test_sql.FLOWS), ("alerts", ALERTS, test_sql.ALERT_ROWS),
-                               ("host_windows", HOST_WINDOWS, test_sql.WINDOW_ROWS),
+    for name, schema, data in (("flows_scored", FLOWS_SCORED, test_sql.FLOWS + test_sql.SCANS),
+                               ("alerts", ALERTS, test_sql.ALERT_ROWS),
                                ("quarantine", QUARANTINE, test_sql.QUARANTINE_ROWS)):
         spark.createDataFrame(test_sql.rows(schema, *data), schema).write.format("delta").save(str(tables / name))
     text = run("03_alerts_dashboard.ipynb", {"FLOWSENTINEL_NB_TABLES": str(tables)}, monkeypatch)

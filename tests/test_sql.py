@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql.types import StructType
 
 from jobs import sql
-from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, QUARANTINE
+from schemas.records import ALERTS, FLOWS_SCORED, QUARANTINE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -63,6 +63,22 @@ FLOWS = [
 ]
 
 
+def scan(offset: int, src: str, port: int, at: str, prob: float, batch_id: int, length: float | None) -> dict[str, Any]:
+    """An unlabeled flow (no true type) scored by model v3, for the host_windows view."""
+    pred = "PortScan" if prob >= 0.5 else "BENIGN"
+    return {**flow(2, offset, src, "192.168.10.60", port, at, None, prob, int(prob >= 0.5), pred, "v3"),
+            "batch_id": batch_id, "total_length_fwd_packets": length, "total_length_bwd_packets": 40.0 if length
+            else None}
+
+
+# 10.0.0.9 scans ports 1-8 in batch 0 and 7-14 in batch 1, inside one minute: its 10:06 window has 16 flows, 14
+# distinct ports, 100 bytes each; 10.0.0.8 touches 12 ports at 10:07 in batch 0, two of them flagged.
+SCANS = ([scan(i, "10.0.0.9", 1 + i, f"10:06:{i:02d}", S_HIGH, 0, 60.0) for i in range(8)]
+         + [scan(8 + i, "10.0.0.9", 7 + i, f"10:06:{8 + i:02d}", S_HIGH, 1, 60.0) for i in range(8)]
+         + [scan(16 + i, "10.0.0.8", 101 + i, f"10:07:{i:02d}", S_MED if i < 2 else 0.125, 0, None)
+            for i in range(12)])
+
+
 def alert(alert_id: str, f: dict[str, Any], severity: int) -> dict[str, Any]:
     return {"alert_id": alert_id, "timestamp": f["event_time"] or f["kafka_timestamp"], "src_ip": f["src_ip"],
             "src_port": f["src_port"], "dest_ip": f["dst_ip"], "dest_port": f["dst_port"], "proto": "TCP",
@@ -84,25 +100,10 @@ QUARANTINE_ROWS = [
 ]
 
 
-def window(host: str, start: str, flows: int, alerts: int, ports: int) -> dict[str, Any]:
-    return {"host": host, "window_start": ts(start), "window_end": ts(start).replace(minute=ts(start).minute + 1),
-            "flows": flows, "alerts": alerts, "bytes": float(flows * 100), "distinct_dst_ports": ports,
-            "dst_ports": list(range(1, ports + 1)), "updated_batch_id": 0}
-
-
-# The stream job appends per-batch partial aggregates: 10.0.0.1's 10:00 window arrived in two batches, 10 + 20
-# flows on ports 1-15 and 11-25; the host_windows view gives its totals (30 flows, 25 distinct ports).
-WINDOW_ROWS = [{**window("10.0.0.1", "10:00", 10, 10, 15), "updated_batch_id": 0},
-               {**window("10.0.0.1", "10:00", 20, 20, 15), "dst_ports": list(range(11, 26)), "updated_batch_id": 1},
-               window("10.0.0.2", "10:00", 5, 0, 3),
-               window("10.0.0.4", "10:05", 12, 2, 12), window("10.0.0.5", "10:06", 20, 1, 12)]
-
-
 @pytest.fixture(scope="module")
 def tables(spark, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("sql") / "tables"
-    for name, schema, data in (("flows_scored", FLOWS_SCORED, FLOWS), ("alerts", ALERTS, ALERT_ROWS),
-                               ("host_windows", HOST_WINDOWS, WINDOW_ROWS),
+    for name, schema, data in (("flows_scored", FLOWS_SCORED, FLOWS + SCANS), ("alerts", ALERTS, ALERT_ROWS),
                                ("quarantine", QUARANTINE, QUARANTINE_ROWS)):
         spark.createDataFrame(rows(schema, *data), schema).write.format("delta").save(str(base / name))
     return base
@@ -110,7 +111,7 @@ def tables(spark, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def views(spark, tables):
-    assert sql.register_tables(spark, tables) == {name: True for name in sql.TABLE_SCHEMAS}
+    assert sql.register_tables(spark, tables, "1 minute") == {name: True for name in sql.TABLE_SCHEMAS}
     return spark
 
 
@@ -144,12 +145,13 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "detection_by_model_version": [
         # v1: 3 attacks all caught, 1 benign flagged; v2: 2 attacks, 1 caught, no benign flagged.
         ("v1", 5, 4, 3, 1, 0, 0.75, 1.0, local("10:06"), local("11:41")),
+        # v3: unlabeled flows: no precision or recall
+        ("v3", 28, 18, 0, 0, 0, None, None, local("10:07:00"), local("10:08:11")),
         ("v2", 3, 1, 1, 0, 1, 1.0, 0.5, local("11:51"), local("12:30")),
     ],
     "port_scan_suspects": [
-        ("10.0.0.1", local("10:00"), local("10:01"), 30, 30, 25, 3000.0),
-        ("10.0.0.5", local("10:06"), local("10:07"), 20, 1, 12, 2000.0),
-        ("10.0.0.4", local("10:05"), local("10:06"), 12, 2, 12, 1200.0),
+        ("10.0.0.9", local("10:06"), local("10:07"), 16, 16, 14, 1600.0),
+        ("10.0.0.8", local("10:07"), local("10:08"), 12, 2, 12, 0.0),
     ],
 }
 
@@ -182,11 +184,23 @@ def test_parameters_override_defaults(views):
     assert result(views, "port_scan_suspects", min_ports="13") == EXPECTED["port_scan_suspects"][:1]
 
 
-def test_host_windows_view_sums_the_partial_aggregates_of_each_window(views):
+def test_host_windows_view_totals_flows_scored_per_host_and_window(views, tables):
     got = [tuple(r) for r in views.sql("SELECT * FROM host_windows ORDER BY host, window_start").collect()]
-    assert got[0] == ("10.0.0.1", local("10:00"), local("10:01"), 30, 30, 3000.0, 25, list(range(1, 26)), 1)
-    assert [(r[0], r[3], r[6], r[8]) for r in got[1:]] == [("10.0.0.2", 5, 3, 0), ("10.0.0.4", 12, 12, 0),
-                                                          ("10.0.0.5", 20, 12, 0)]
+    assert [(r[0], r[1], r[3], r[4], r[6], r[8]) for r in got] == [  # host, start, flows, alerts, ports, batch
+        ("10.0.0.1", local("10:05"), 1, 1, 1, 0), ("10.0.0.1", local("10:20"), 1, 1, 1, 0),
+        ("10.0.0.1", local("11:10"), 1, 1, 1, 0), ("10.0.0.2", local("10:30"), 1, 1, 1, 0),
+        ("10.0.0.2", local("11:40"), 1, 0, 1, 0), ("10.0.0.3", local("11:50"), 1, 0, 1, 0),
+        ("10.0.0.3", local("12:00"), 1, 0, 1, 0), ("10.0.0.8", local("10:07"), 12, 2, 12, 0),
+        ("10.0.0.9", local("10:06"), 16, 16, 14, 1),
+        ("wednesday.csv", local("12:30"), 1, 1, 1, 0),  # no event time: the Kafka timestamp's window
+    ]
+    assert got[8] == ("10.0.0.9", local("10:06"), local("10:07"), 16, 16, 1600.0, 14, list(range(1, 15)), 1)
+    # the window is the config's stream.host_window, applied when the view is registered
+    assert sql.register_tables(views, tables, "1 hour") == {name: True for name in sql.TABLE_SCHEMAS}
+    hourly = [tuple(r)[:5] for r in views.sql("SELECT * FROM host_windows WHERE host = '10.0.0.1' "
+                                              "ORDER BY window_start").collect()]
+    assert hourly == [("10.0.0.1", local("10:00"), local("11:00"), 2, 2), ("10.0.0.1", local("11:00"),
+                                                                            local("12:00"), 1, 1)]
 
 
 def test_parameter_values_are_literals_not_sql(views):
@@ -217,8 +231,9 @@ def test_bad_parameters_are_rejected_with_their_name():
 def test_missing_tables_are_registered_empty(spark, tmp_path, tables):
     partial = tmp_path / "tables"
     spark.read.format("delta").load(str(tables / "alerts")).write.format("delta").save(str(partial / "alerts"))
-    found = sql.register_tables(spark, partial)
-    assert found == {"flows_scored": False, "alerts": True, "host_windows": False, "quarantine": False}
+    found = sql.register_tables(spark, partial, "1 minute")
+    assert found == {"flows_scored": False, "alerts": True, "quarantine": False}
+    assert spark.table("host_windows").count() == 0
     assert result(spark, "quarantine_reasons") == []
     assert spark.table("flows_scored").schema == FLOWS_SCORED
     assert result(spark, "top_hosts") == EXPECTED["top_hosts"]

@@ -23,7 +23,7 @@ from jobs.lib.kafka_broker import ensure_topics
 from jobs.lib.prep import apply_zscore, build_sequences, with_labels, with_reject_reason, with_sequence_key
 from jobs.lib.synthetic import synthetic_flows
 from jobs.replay_flows import encode, make_producer, send_records
-from jobs.sql import host_window_totals
+from jobs.sql import host_windows
 from models.artifact import load_model
 from schemas.labels import canonical_attack_type
 from schemas.records import FLOWS_SCORED_STATS_COLUMNS
@@ -130,12 +130,12 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     published = [(m.key.decode(), m.timestamp / 1000) for m in consumer]
     consumer.close()
     assert sorted(k for k, _ in published) == sorted(r.alert_id for r in alerts.select("alert_id").collect())
-    for table in ("flows_scored", "alerts", "host_windows"):
+    for table in ("flows_scored", "alerts"):
         history = spark.sql(f"DESCRIBE HISTORY delta.`{tmp_path / 'out' / 'tables' / table}`")
         first_write = min(r.timestamp.timestamp() for r in history.where("operation = 'WRITE'").collect())
         assert max(t for _, t in published) <= first_write, table
 
-    windows = host_window_totals(_table(spark, tmp_path / "out", "host_windows"))
+    windows = host_windows(_table(spark, tmp_path / "out", "flows_scored"), cfg.stream.host_window)
     assert windows.agg(F.sum("flows")).first()[0] == 300
     ddos_window = windows.where("host = '172.16.0.1'").agg(F.sum("flows"), F.sum("alerts")).first()
     assert tuple(ddos_window) == (200, 200)
@@ -150,8 +150,7 @@ def test_labeled_flows_and_malformed_messages_land_in_exact_tables(spark, kafka_
     assert progress.select("query_id").distinct().collect()[0][0] == str(query.id)
 
     # Analysts read the tables without a JVM: delta-rs into pandas, DuckDB over that, the same rows as Spark.
-    for table, group_by in (("flows_scored", "true_attack_type"), ("alerts", "category"), ("host_windows", "host"),
-                            ("quarantine", "reason")):
+    for table, group_by in (("flows_scored", "true_attack_type"), ("alerts", "category"), ("quarantine", "reason")):
         assert_readable_without_spark(spark, tmp_path / "out" / "tables" / table, group_by)
 
 
@@ -191,7 +190,6 @@ def test_a_row_the_scorer_or_the_enrichment_fails_on_is_quarantined_alone(spark,
     assert written == set(offsets) - {short, bad_port}
     # threshold ~0: every written flow is an alert
     assert {(r.partition, r.offset) for r in _table(spark, out, "alerts").collect()} == written
-    assert _table(spark, out, "host_windows").agg(F.sum("flows")).first()[0] == 18
 
 
 def test_rows_behind_the_watermark_are_scored_not_dropped(spark, kafka_broker, tmp_path):
@@ -259,7 +257,6 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     detail = spark.sql(f"DESCRIBE DETAIL delta.`{out / 'tables' / 'flows_scored'}`").first()
     assert detail.properties["delta.dataSkippingStatsColumns"] == ",".join(FLOWS_SCORED_STATS_COLUMNS)
     before = {t: _table(spark, out, t).count() for t in stream_detect.TABLES}
-    windows_before = sorted(map(tuple, _table(spark, out, "host_windows").collect()))
     assert (before["flows_scored"], before["alerts"], before["quarantine"]) == (50, 50, 0)
 
     # Replaying batch 0, as after a crash between the Delta writes and the checkpoint commit, changes nothing:
@@ -270,8 +267,6 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     # the writer materializes the batch and its scores once each, and drops the blocks when done
     assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
     assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == before
-    assert sorted(map(tuple, _table(spark, out, "host_windows").collect())) == windows_before
-    assert sum(r.flows for r in _table(spark, out, "host_windows").collect()) == 50
     marker = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'tables' / 'alerts'}`").where("operation = 'WRITE'")
     assert [json.loads(r.userMetadata) for r in marker.collect()] == [
         {"app": stream_detect.APP_ID, "query": str(query.id), "writer": "alerts", "batch": 0}]
@@ -288,7 +283,7 @@ def test_replayed_batch_is_not_written_twice(spark, kafka_broker, tmp_path):
     other.query_id = "another-query"
     other(spark.read.parquet(str(tmp_path / "batch-0")), 0)
     assert {t: _table(spark, out, t).count() for t in stream_detect.TABLES} == {
-        "flows_scored": 100, "alerts": 100, "host_windows": 2 * before["host_windows"], "quarantine": 0}
+        "flows_scored": 100, "alerts": 100, "quarantine": 0}
 
 
 def test_stop_midway_and_restart_from_checkpoint_loses_and_duplicates_nothing(spark, kafka_broker, tmp_path):

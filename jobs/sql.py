@@ -27,17 +27,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from jobs.lib.config import ConfigError, add_config_args, load_config
-from schemas.records import ALERTS, FLOWS_SCORED, HOST_WINDOWS, QUARANTINE
-
-# The stream job's tables (jobs/stream_detect.py writes them under OUT/tables/<name>).
-TABLE_SCHEMAS: dict[str, StructType] = {
-    "flows_scored": FLOWS_SCORED,
-    "alerts": ALERTS,
-    "quarantine": QUARANTINE,
-}
+from schemas.records import HOST_WINDOWS, TABLE_SCHEMAS
 
 
 @dataclass(frozen=True)

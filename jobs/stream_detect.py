@@ -57,9 +57,10 @@ from schemas.records import (
     FLOWS_SCORED_STATS_COLUMNS,
     KEY_FEATURES,
     QUARANTINE,
+    TABLE_SCHEMAS,
 )
 
-TABLES = ("flows_scored", "alerts", "quarantine")
+TABLES = tuple(TABLE_SCHEMAS)
 APP_ID = "flowsentinel-stream-detect"
 # How many of a table's latest commits a restarted query reads to find the last batch it committed there. Only the
 # first batch of a run can be a replay, and the query's own commits are the latest unless other writers committed
@@ -400,7 +401,7 @@ def create_tables(spark: SparkSession, tables: Path) -> None:
 
     every = {"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)}
     properties = {"flows_scored": {"delta.dataSkippingStatsColumns": ",".join(FLOWS_SCORED_STATS_COLUMNS)}}
-    for name, schema in (("flows_scored", FLOWS_SCORED), ("alerts", ALERTS), ("quarantine", QUARANTINE)):
+    for name, schema in TABLE_SCHEMAS.items():
         builder = DeltaTable.createIfNotExists(spark).location(str(tables / name)).addColumns(schema)
         for key, value in {**every, **properties.get(name, {})}.items():
             builder = builder.property(key, value)

@@ -134,6 +134,10 @@ ALERTS = StructType(
     + _KAFKA_COORDINATES
 )
 
+# The stream job's Delta tables (OUT/tables/<name>): what jobs/stream_detect.py creates and writes and what
+# jobs/sql.py registers as views.
+TABLE_SCHEMAS: dict[str, StructType] = {"flows_scored": FLOWS_SCORED, "alerts": ALERTS, "quarantine": QUARANTINE}
+
 # Per host (the sequence key) per event-time window (stream.host_window): a view over flows_scored
 # (jobs.sql.host_windows), registered beside the tables; the stream job writes no table for it.
 HOST_WINDOWS = StructType(

@@ -49,6 +49,7 @@ from jobs.replay_flows import encode, make_producer, message_key
 MALFORMED_KINDS: dict[str, str] = {
     "invalid_json": "invalid_json",
     "json_array": "invalid_json",
+    "two_flows": "invalid_json",  # two messages written into one record: quarantined whole, not one flow lost
     "wrong_type": "wrong_type: total_fwd_packets",
     "missing_field": "missing_field: flow_duration",
     "extra_field": "unexpected_field: favourite_colour",
@@ -81,6 +82,8 @@ def malformed(kind: str, template: dict[str, Any]) -> bytes | None:
         return encode(template)[:-7]  # cut mid-value
     if kind == "json_array":
         return b"[1, 2, 3]"
+    if kind == "two_flows":
+        return encode(template) + encode(template)
     if kind == "empty_payload":
         return b""
     if kind == "null_payload":

@@ -62,6 +62,16 @@ CASES = {
     "bare_nan": (spliced("flow_duration", "NaN"), "invalid_json", None),  # not JSON (RFC 8259)
     "array": (b"[1, 2]", "invalid_json", None),
     "broken": (b"{not json", "invalid_json", None),
+    # Spark's JSON functions read the first value and ignore what follows: the second flow would be lost unseen
+    "two_flows_in_one_record": (message() + message(), "invalid_json", None),
+    "text_after": (message() + b" x", "invalid_json", None),
+    "bracket_after": (message() + b"]", "invalid_json", None),  # read as the only element of [text]
+    "brace_after": (message() + b"}", "invalid_json", None),  # read as the member value of {"_v": text}
+    "whitespace_after": (message() + b" \r\n", None, {}),
+    # a brace before the last byte: the text is read again to find its end
+    "brace_in_label": (message(label="{x}"), None, {"label": "{x}"}),
+    "brace_in_label_then_text": (message(label="{x}") + b" x", "invalid_json", None),
+    "non_ascii_label_then_flow": (message(label="Ä}") + message(), "invalid_json", None),
     "empty": (b"", "empty_payload", None),
     "not_utf8": (b"\xff\xfe\x00", "not_utf8", None),
 }

@@ -1,9 +1,10 @@
 """Kafka flow messages -> typed flow records, with a reason for every message that cannot be one.
 
-The message contract (schemas.records.FLOW_MESSAGE): a strict JSON object (RFC 8259), one flow, canonical
-field names; numeric fields are JSON numbers, or the strings "NaN", "Infinity", "-Infinity" that CICFlowMeter
-writes (JSON has no such numbers). Every flow feature is required; identifier fields, label and provenance
-may be absent (79-column sources have no IPs); a field the schema does not name makes the message invalid.
+The message contract (schemas.records.FLOW_MESSAGE): a strict JSON object (RFC 8259) with nothing after it
+but whitespace, one flow, canonical field names; numeric fields are JSON numbers, or the strings "NaN",
+"Infinity", "-Infinity" that CICFlowMeter writes (JSON has no such numbers). Every flow feature is required;
+identifier fields, label and provenance may be absent (79-column sources have no IPs); a field the schema does
+not name makes the message invalid.
 
 The message is parsed with the declared types. Only a message with a value that does not fit its type (Spark's
 JSON parser then fills the corrupt-record field) is parsed again with every field as text, each field then cast
@@ -32,6 +33,28 @@ def raw_text(value: Column) -> Column:
     """The message as text for the quarantine table, lossless: bytes that are not UTF-8 as base64."""
     text = value.cast("string")
     return F.when(F.is_valid_utf8(text), text).otherwise(F.concat(F.lit("base64:"), F.base64(value)))
+
+
+def _ends_with_object(value: Column, text: Column) -> Column:
+    """False where something follows the message's object: Spark's JSON functions read the first value and ignore
+    the rest, so two flows written into one record would lose the second without a trace.
+
+    Cheap where the only closing brace is the last byte, as in every message without a nested object or a brace
+    in a string (bytes, not characters: in UTF-8 no other character holds the byte of "}"): that brace closes the
+    object, and nothing follows. Otherwise the text is read twice more, skipping every value: as the element of
+    an array, ``[text]``, it must be the only element, and as a member value, ``{"_v": text}``, it must be
+    followed by the member's end. Whatever follows the object (but whitespace) fails one of the two: ``]``
+    fails the member, anything else the array."""
+    brace = F.lit(b"}")
+    last = F.octet_length(value)
+    only_brace_last = (F.substring(value, -1, 1) == brace) & ~F.contains(F.substring(value, F.lit(1), last - 1), brace)
+    # As lenient as the listing of the keys (control characters in strings), so that only what follows counts.
+    lenient = {"allowUnquotedControlChars": "true"}
+    as_element = F.from_json(F.concat(F.lit("["), text, F.lit("]")), "array<struct<_n: int>>", lenient)
+    as_member = F.from_json(F.concat(F.lit('{"_v":'), text, F.lit("}")), f"struct<_n: int, {_CORRUPT}: string>",
+                            {"columnNameOfCorruptRecord": _CORRUPT, **lenient})
+    alone = F.coalesce(F.size(as_element) == 1, F.lit(False))  # the size of a failed parse (null) is null
+    return only_brace_last | (alone & as_member[_CORRUPT].isNull())
 
 
 def parse_flow_messages(kafka: DataFrame) -> DataFrame:
@@ -72,7 +95,7 @@ def parse_flow_messages(kafka: DataFrame) -> DataFrame:
     checks: list[Column] = [
         F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty_payload")),
         F.when(~F.is_valid_utf8(F.col("_text")), F.lit("not_utf8")),
-        F.when(F.col("_keys").isNull(), F.lit("invalid_json")),
+        F.when(F.col("_keys").isNull() | ~_ends_with_object(F.col("value"), F.col("_text")), F.lit("invalid_json")),
         F.when(F.size(unexpected) > 0, F.concat(F.lit("unexpected_field: "), F.array_join(unexpected, ","))),
     ]
     checks += [F.when(absent(name), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]

@@ -59,6 +59,10 @@ CASES = {
     "wrong_and_missing": (message(flow_duration="x", total_fwd_packets=None), "missing_field: total_fwd_packets",
                           {"flow_duration": None, "total_fwd_packets": None}),
     "extra_field": (message(ttl=64), "unexpected_field: ttl", {}),
+    # names match exactly: as many keys as fields, but one of them is not a field
+    "field_in_capitals": (message(flow_duration=DROP, FLOW_DURATION=5), "unexpected_field: FLOW_DURATION",
+                          {"flow_duration": None}),
+    "null_identifier_and_extra_field": (message(src_ip=None, ttl=1), "unexpected_field: ttl", {"src_ip": None}),
     "bare_nan": (spliced("flow_duration", "NaN"), "invalid_json", None),  # not JSON (RFC 8259)
     "array": (b"[1, 2]", "invalid_json", None),
     "broken": (b"{not json", "invalid_json", None),

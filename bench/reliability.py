@@ -53,6 +53,7 @@ MALFORMED_KINDS: dict[str, str] = {
     "wrong_type": "wrong_type: total_fwd_packets",
     "missing_field": "missing_field: flow_duration",
     "extra_field": "unexpected_field: favourite_colour",
+    "field_twice": "duplicate_field: label",
     "nan_counter": "nonfinite",
     "infinity_counter": "nonfinite",
     "negative_counter": "negative",
@@ -84,6 +85,8 @@ def malformed(kind: str, template: dict[str, Any]) -> bytes | None:
         return b"[1, 2, 3]"
     if kind == "two_flows":
         return encode(template) + encode(template)
+    if kind == "field_twice":  # a label, then another: which one would a reader believe?
+        return encode(template)[:-1] + b', "label": "BENIGN"}'
     if kind == "empty_payload":
         return b""
     if kind == "null_payload":

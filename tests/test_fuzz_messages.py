@@ -45,8 +45,8 @@ MUTATION = st.one_of(
     st.tuples(st.just("flip"), st.integers(min_value=0, max_value=10**6), st.integers(min_value=1, max_value=255)),
 )
 # Every reason category the job writes (jobs.lib.messages, jobs.lib.prep, jobs.stream_detect).
-KNOWN_REASONS = {"empty_payload", "not_utf8", "invalid_json", "unexpected_field", "missing_field", "wrong_type",
-                 "missing_key", *pp.REJECT_REASONS}
+KNOWN_REASONS = {"empty_payload", "not_utf8", "invalid_json", "unexpected_field", "duplicate_field", "missing_field",
+                 "wrong_type", "missing_key", *pp.REJECT_REASONS}
 
 
 def mutate(record: dict[str, Any], mutations: list[tuple[Any, ...]], ascii_only: bool) -> bytes:

@@ -63,6 +63,11 @@ CASES = {
     "field_in_capitals": (message(flow_duration=DROP, FLOW_DURATION=5), "unexpected_field: FLOW_DURATION",
                           {"flow_duration": None}),
     "null_identifier_and_extra_field": (message(src_ip=None, ttl=1), "unexpected_field: ttl", {"src_ip": None}),
+    # a name given twice: Spark would keep the last value, another reader the first
+    "label_twice": (message().replace(b'"label": ', b'"label": "BENIGN", "label": '), "duplicate_field: label",
+                    {}),
+    "feature_twice_unknown_first": (message(ttl=1)[:-1] + b', "ttl": 2, "flow_duration": 3}',
+                                    "unexpected_field: ttl", {"flow_duration": 3.0}),
     "bare_nan": (spliced("flow_duration", "NaN"), "invalid_json", None),  # not JSON (RFC 8259)
     "array": (b"[1, 2]", "invalid_json", None),
     "broken": (b"{not json", "invalid_json", None),

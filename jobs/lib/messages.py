@@ -4,7 +4,7 @@ The message contract (schemas.records.FLOW_MESSAGE): a strict JSON object (RFC 8
 but whitespace, one flow, canonical field names; numeric fields are JSON numbers, or the strings "NaN",
 "Infinity", "-Infinity" that CICFlowMeter writes (JSON has no such numbers). Every flow feature is required;
 identifier fields, label and provenance may be absent (79-column sources have no IPs); a field the schema does
-not name makes the message invalid.
+not name, or a field named twice, makes the message invalid.
 
 The message is parsed with the declared types. Only a message with a value that does not fit its type (Spark's
 JSON parser then fills the corrupt-record field) is parsed again with every field as text, each field then cast
@@ -105,6 +105,10 @@ def parse_flow_messages(kafka: DataFrame) -> DataFrame:
         F.when(F.col("_keys").isNull() | ~_ends_with_object(F.col("value"), F.col("_text")), F.lit("invalid_json")),
         F.when(~all_known & (F.size(unexpected) > 0),
                F.concat(F.lit("unexpected_field: "), F.array_join(unexpected, ","))),
+        # A name given twice: Spark keeps the last value, another reader may keep the first.
+        F.when(~all_known & (F.size(F.array_distinct("_keys")) < F.size("_keys")),
+               F.concat(F.lit("duplicate_field: "), F.element_at(F.filter(
+                   "_keys", lambda k, i: F.array_position("_keys", k) != i + 1), 1))),
     ]
     checks += [F.when(absent(name), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]
     checks += [

@@ -66,10 +66,11 @@ demo: $(STAMP_VENV) $(STAMP_JARS) ## run the main job end to end on the embedded
 	$(PY) -m jobs.demo --data '$(DEMO_DATA)' --out $(OUT)
 
 BENCH_FLOWS ?= 1000000
+BENCH_FORMAT ?= json
 
-bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput): $(BENCH_OUT)/stream.json, latency.png, model.json
+bench: $(STAMP_VENV) $(STAMP_JARS) ## streaming benchmark (+ raw model throughput; BENCH_FORMAT json|avro): $(BENCH_OUT)/stream.json, latency.png, model.json
 	$(PY) -m bench.model --out $(BENCH_OUT)/model.json
-	$(PY) -m bench.stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS)
+	$(PY) -m bench.stream --out $(BENCH_OUT) --flows $(BENCH_FLOWS) --set kafka.flows_format=$(BENCH_FORMAT)
 
 BENCH_PREP_ROWS ?= 2830743
 BENCH_PREP_INPUT ?= out/bench-prep-input

@@ -9,9 +9,11 @@ BENCH_OUT/latency.png.
 (b) latency at each offered rate, one running job: produce -> alert received by a consumer of the alerts topic,
     and produce -> Delta commit of the flow's batch (p50/p99), with the median seconds of each step of the
     window's batches; a rate the job cannot keep up with is marked.
-(c) parse + validate + z-score alone (parse_flows_per_s), and the scoring UDF vs a raw torch forward.
+(c) parse + validate + z-score alone (parse_flows_per_s, the run's wire format; `parse` has both), and the
+    scoring UDF vs a raw torch forward.
 (d) a single-process baseline: kafka-python consumer -> the same z-score and sequence code (numpy twins) ->
-    torch -> Parquet; spark_vs_baseline for the whole run and for the steady state.
+    torch -> Parquet; spark_vs_baseline for the whole run and for the steady state. It reads the flows as JSON
+    whatever the run's wire format (kafka.flows_format, `make bench BENCH_FORMAT=avro`).
 Runs against a broker of its own on free ports; uses the shipped model unless --model is given.
 
 One module of about 400 lines: the producer, the latency probes, the baseline and the report share one broker and
@@ -170,9 +172,10 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
     from pyspark.sql import functions as F
 
     from jobs import stream_detect
-    from jobs.replay_flows import encode, message_key
+    from jobs.replay_flows import ENCODERS, message_key
     from models.artifact import load_model
 
+    encode = ENCODERS[cfg.kafka.flows_format]
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
     with BatchProfile() as profile:
@@ -278,28 +281,34 @@ def plot_latency(rows: list[dict[str, Any]], path: Path) -> None:
 
 def parse_rate(spark: Any, cfg: Any, sets: list[str], model_dir: str, n: int = 100_000) -> dict[str, Any]:
     """Parse + validate + z-score alone (validated_flows over Kafka-shaped rows held in memory, into Spark's
-    noop sink), warm: the second of two runs."""
+    noop sink), warm: the second of two runs, for each wire format (kafka.flows_format)."""
     from jobs import stream_detect
-    from jobs.replay_flows import encode
+    from jobs.lib.messages import WIRE_FORMATS
+    from jobs.replay_flows import ENCODERS
     from models.artifact import load_model
 
     detector = load_model(model_dir, device="cpu")
-    model_cfg = stream_detect.model_config(cfg, detector, sets, None)
     now = datetime.now()
-    kafka = spark.createDataFrame(
-        [(None, encode(r), "bench-flows", i % 2, i, now) for i, r in enumerate(synthetic_flows(n, seed=11))],
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
-    ).repartition(2).cache()
-    kafka.count()
-    flows = stream_detect.validated_flows(kafka, model_cfg, detector.norm_stats)
-    runs = []
-    for _ in range(2):
-        start = time.perf_counter()
-        flows.write.format("noop").mode("overwrite").save()
-        runs.append(time.perf_counter() - start)
-    kafka.unpersist()
-    return {"n": n, "cold_s": round(runs[0], 2), "warm_s": round(runs[1], 2),
-            "parse_flows_per_s": round(n / runs[1], 1)}
+    records = list(synthetic_flows(n, seed=11))
+    result: dict[str, Any] = {"n": n}
+    for wire_format in WIRE_FORMATS:
+        model_cfg = stream_detect.model_config(cfg, detector, [*sets, f"kafka.flows_format={wire_format}"], None)
+        encode = ENCODERS[wire_format]
+        kafka = spark.createDataFrame(
+            [(None, encode(r), "bench-flows", i % 2, i, now) for i, r in enumerate(records)],
+            "key binary, value binary, topic string, partition int, offset long, timestamp timestamp",
+        ).repartition(2).cache()
+        kafka.count()
+        flows = stream_detect.validated_flows(kafka, model_cfg, detector.norm_stats)
+        runs = []
+        for _ in range(2):
+            start = time.perf_counter()
+            flows.write.format("noop").mode("overwrite").save()
+            runs.append(time.perf_counter() - start)
+        kafka.unpersist()
+        result[wire_format] = {"cold_s": round(runs[0], 2), "warm_s": round(runs[1], 2),
+                               "parse_flows_per_s": round(n / runs[1], 1)}
+    return result
 
 
 def udf_vs_raw(spark: Any, cfg: Any, model_dir: str, n: int = 200_000) -> dict[str, Any]:
@@ -390,18 +399,28 @@ def main(argv: list[str] | None = None) -> int:
                 "kafka.alerts_topic=bench-alerts", *args.sets]
         cfg = load_config(sets, args.config)
         model_dir = args.model or cfg.model.dir
+        wire_format = cfg.kafka.flows_format
         ensure_topics(broker.bootstrap, cfg)
         producer = make_producer(broker.bootstrap, cfg)
         t0 = time.monotonic()
         send_records(producer, "bench-flows", synthetic_flows(args.flows, seed=3, hosts=2000), "src_ip",
-                     total=args.flows)
-        producer.close()
+                     total=args.flows, wire_format=wire_format)
         produce_s = time.monotonic() - t0
+        # The baseline reads JSON, its fastest decoder in Python (json.loads is C; an Avro decoder would be
+        # Python), so that Spark is compared with the baseline at its best: the same flows, as JSON.
+        baseline_topic = "bench-flows"
+        if wire_format != "json":
+            baseline_topic = "bench-flows-json"
+            ensure_topics(broker.bootstrap, cfg, [baseline_topic])
+            send_records(producer, baseline_topic, synthetic_flows(args.flows, seed=3, hosts=2000), "src_ip",
+                         total=args.flows)
+        producer.close()
         from jobs.lib.spark import build_session
         from jobs.stream_detect import session_conf
 
         spark = build_session(cfg, "flowsentinel-bench-stream", master="local[2]", extra_conf=session_conf(cfg))
-        result: dict[str, Any] = {"flows_loaded": args.flows, "produce_s": round(produce_s, 1)}
+        result: dict[str, Any] = {"flows_loaded": args.flows, "flows_format": wire_format,
+                                  "produce_s": round(produce_s, 1)}
         e2e = result["end_to_end"] = end_to_end(spark, cfg, sets, model_dir, work / "e2e", args.flows)
         result["flows_per_s"] = e2e["flows_per_s"]
         result["steady_flows_per_s"] = e2e["steady_flows_per_s"]
@@ -412,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         result["latency"] = latency(spark, lat_cfg, lat_sets, model_dir, work / "lat", broker.bootstrap, rates,
                                     args.latency_seconds)
         result["parse"] = parse_rate(spark, cfg, sets, model_dir)
-        result["parse_flows_per_s"] = result["parse"]["parse_flows_per_s"]
+        result["parse_flows_per_s"] = result["parse"][wire_format]["parse_flows_per_s"]
         result["udf"] = udf_vs_raw(spark, cfg, model_dir)
         result["udf_vs_raw_ratio"] = result["udf"]["udf_vs_raw_ratio"]
         spark.stop()
-        result["baseline"] = baseline(cfg, model_dir, broker.bootstrap, "bench-flows", args.flows, work / "base")
+        result["baseline"] = baseline(cfg, model_dir, broker.bootstrap, baseline_topic, args.flows, work / "base")
         base = result["baseline_flows_per_s"] = result["baseline"]["baseline_flows_per_s"]
         result["spark_vs_baseline"] = round(e2e["flows_per_s"] / base, 3)
         if e2e["steady_flows_per_s"] is not None:

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stream job started (pid {job.pid}, log {out / 'stream_detect.log'})")
         t0 = time.monotonic()
         producer = make_producer(cfg.kafka.bootstrap_servers, cfg)
-        replayed = send_records(producer, topic, records, cfg.prep.sequence_key)
+        replayed = send_records(producer, topic, records, cfg.prep.sequence_key, wire_format=cfg.kafka.flows_format)
         producer.close()
         target = end_offsets(cfg.kafka.bootstrap_servers, topic)
         print(f"replayed {replayed} flows; waiting for the job to commit offsets {target}")

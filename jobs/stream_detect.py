@@ -38,7 +38,7 @@ from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
 from jobs.lib.inference import alert_score_udf, proto_name, severity
-from jobs.lib.messages import parse_flow_messages, raw_text
+from jobs.lib.messages import parse_messages, raw_text
 from jobs.lib.monitoring import ProgressToDelta
 from jobs.lib.monitoring import attach as attach_progress
 from jobs.lib.preflight import PreflightError, check_broker, check_checkpoint, check_writable
@@ -112,13 +112,16 @@ def read_kafka(spark: SparkSession, cfg: Config, starting_offsets: str) -> DataF
 def validated_flows(kafka: DataFrame, model_cfg: Config, stats: NormStats) -> DataFrame:
     """Kafka rows -> typed flows with `reason` (null = valid), labels, key, event time and z-scored vector.
 
-    The same preprocessing functions as the batch preparation, configured with the model's own settings."""
-    flows = with_checks(parse_flow_messages(kafka), model_cfg)
+    The same preprocessing functions as the batch preparation, configured with the model's own settings; the
+    messages in the wire format of kafka.flows_format."""
+    wire_format = model_cfg.kafka.flows_format
+    flows = with_checks(parse_messages(kafka, wire_format), model_cfg)
     # A batch file always names its source, so a batch row always has a key; a message may lack both the key
     # column and source_file. Such a flow has no sequence to join: quarantined, never handed to the model.
     no_key = F.when(F.col("key").isNull(), F.lit(f"missing_key: {model_cfg.prep.sequence_key}"))
     reason = F.coalesce(F.col("message_error"), F.col("reject_reason"), no_key)
-    flows = flows.withColumns({"reason": reason, "raw": F.when(reason.isNotNull(), raw_text(F.col("value")))})
+    raw = F.when(reason.isNotNull(), raw_text(F.col("value"), wire_format))
+    flows = flows.withColumns({"reason": reason, "raw": raw})
     return apply_zscore(flows, stats)
 
 

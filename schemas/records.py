@@ -5,6 +5,9 @@ Declared from the column lists in :mod:`schemas.flows`, never retyped elsewhere.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
@@ -40,6 +43,30 @@ FLOW_RECORD = StructType(
     + PROVENANCE_FIELDS
 )
 FLOW_MESSAGE = FLOW_RECORD
+
+_AVRO_TYPES = {IntegerType(): "int", LongType(): "long", DoubleType(): "double", StringType(): "string"}
+
+
+def flow_message_avro_schema() -> dict[str, Any]:
+    """FLOW_MESSAGE as an Avro record schema, for the `kafka.flows_format = "avro"` wire format: one Avro binary
+    datum per Kafka record, no header. Every field is ``["null", T]`` with default null (a flow from a 79-column
+    file has no IPs), in FLOW_MESSAGE's order. schemas/flow_message.avsc is this, for producers; a test keeps the
+    two equal."""
+    return {
+        "type": "record", "name": "FlowMessage", "namespace": "io.flowsentinel",
+        "doc": "One CICFlowMeter flow (schemas.records.FLOW_MESSAGE); generated, do not edit",
+        "fields": [{"name": f.name, "type": ["null", _AVRO_TYPES[f.dataType]], "default": None}
+                   for f in FLOW_MESSAGE.fields],
+    }
+
+
+def flow_message_avsc() -> str:
+    """The text of schemas/flow_message.avsc (`python -m schemas.records > schemas/flow_message.avsc`)."""
+    schema = flow_message_avro_schema()
+    fields = schema.pop("fields")
+    return (json.dumps(schema)[:-1] + ',\n  "fields": [\n'
+            + ",\n".join("    " + json.dumps(f) for f in fields) + "\n  ]\n}\n")
+
 
 # Rows that could not be used, with why. Nothing is dropped silently: every rejected CSV row or Kafka record
 # lands here. Kafka coordinates are null for rows from files, source_file/source_row null for Kafka records.
@@ -153,3 +180,7 @@ HOST_WINDOWS = StructType(
         StructField("updated_batch_id", LongType()),
     ]
 )
+
+
+if __name__ == "__main__":
+    print(flow_message_avsc(), end="")

@@ -3,6 +3,7 @@ same model inputs as the batch path."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -22,7 +23,7 @@ from jobs.lib.flow_io import iter_flow_records
 from jobs.lib.kafka_broker import ensure_topics
 from jobs.lib.prep import apply_zscore, build_sequences, with_labels, with_reject_reason, with_sequence_key
 from jobs.lib.synthetic import synthetic_flows
-from jobs.replay_flows import encode, make_producer, send_records
+from jobs.replay_flows import encode, encode_avro, make_producer, send_records
 from jobs.sql import host_windows
 from models.artifact import load_model
 from schemas.labels import canonical_attack_type
@@ -46,7 +47,7 @@ def _cfg(broker, topic: str, *extra: str):
 def _produce(broker, cfg, topic: str, records, raw: list[bytes] = ()) -> None:
     ensure_topics(broker.bootstrap, cfg, [topic, f"{topic}-alerts"])
     producer = make_producer(broker.bootstrap, cfg)
-    send_records(producer, topic, records, "src_ip", progress=False)
+    send_records(producer, topic, records, "src_ip", progress=False, wire_format=cfg.kafka.flows_format)
     for value in raw:
         producer.send(topic, key=b"bad", value=value)
     producer.flush()
@@ -371,21 +372,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_shipped_model_scores_real_flows_as_the_batch_path_does(spark, kafka_broker, shared_data, tmp_path):
     """The real default model (models/default) on real flows: the stream's alerts are exactly the flows the
-    batch preprocessing + the same model flag offline, and they are the known attacks."""
+    batch preprocessing + the same model flag offline, and they are the known attacks. The flows travel in the
+    Avro wire format (the other tests here use JSON)."""
     topic = "detect-default-model"
-    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false")
+    sets, cfg = _cfg(kafka_broker, topic, "stream.publish_alerts=false", "kafka.flows_format=avro")
     picks = {"friday-afternoon-ddos.csv": 150, "friday-afternoon-portscan.csv": 150,
              "friday-afternoon-benign.csv": 300}
     records = [r for name, n in picks.items() for r in list(iter_flow_records(shared_data / name))[:n]]
     # a valid flow without src_ip and source_file once crashed the UDF of this T=1 path (a null input)
     keyless = {k: v for k, v in records[0].items() if k not in ("src_ip", "source_file")}
-    _produce(kafka_broker, cfg, topic, records, [encode(keyless)])
+    # and a record of two flows: Avro's decoder reads the first and ignores the rest
+    two = encode_avro(records[1]) + encode_avro(records[2])
+    _produce(kafka_broker, cfg, topic, records, [encode_avro(keyless), two])
     artifact = REPO / "models" / "default"
     query = _run(spark, cfg, sets, artifact, tmp_path / "out", available_now=True)
     query.awaitTermination()
     assert query.exception() is None
-    assert [(r.reason, r.raw) for r in _table(spark, tmp_path / "out", "quarantine").collect()] == [
-        ("missing_key: src_ip", encode(keyless).decode())]
+    assert sorted((r.reason, r.raw) for r in _table(spark, tmp_path / "out", "quarantine").collect()) == [
+        ("invalid_avro", "base64:" + base64.b64encode(two).decode()),
+        ("missing_key: src_ip", "base64:" + base64.b64encode(encode_avro(keyless)).decode())]
 
     scored = {(r.source_file, r.source_row): r for r in _table(spark, tmp_path / "out", "flows_scored").collect()}
     assert len(scored) == 600

@@ -298,6 +298,7 @@ RULES: dict[str, Check] = {
     "kafka.bootstrap_servers": _bootstrap, "kafka.port": _port, "kafka.controller_port": _port,
     "kafka.data_dir": _non_empty, "kafka.heap": _matches(_JVM_MEMORY, "a JVM memory size such as 512m"),
     "kafka.start_timeout_s": _above(0), "kafka.flows_topic": _matches(_TOPIC, "a Kafka topic name"),
+    "kafka.flows_format": _one_of("json", "avro"),
     "kafka.alerts_topic": _matches(_TOPIC, "a Kafka topic name"), "kafka.partitions": _at_least(1),
     "kafka.replication_factor": _at_least(1), "kafka.retention_ms": _retention,
     "model.arch": _one_of("cnn_lstm", "bilstm"), "model.dir": _non_empty, "model.conv_channels": _at_least(1),

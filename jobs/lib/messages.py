@@ -1,10 +1,18 @@
 """Kafka flow messages -> typed flow records, with a reason for every message that cannot be one.
 
-The message contract (schemas.records.FLOW_MESSAGE): a strict JSON object (RFC 8259) with nothing after it
-but whitespace, one flow, canonical field names; numeric fields are JSON numbers, or the strings "NaN",
-"Infinity", "-Infinity" that CICFlowMeter writes (JSON has no such numbers). Every flow feature is required;
-identifier fields, label and provenance may be absent (79-column sources have no IPs); a field the schema does
-not name, or a field named twice, makes the message invalid.
+Two wire formats (conf kafka.flows_format), one output: :func:`parse_messages`.
+
+Avro (:func:`parse_avro_messages`): one Avro binary datum of schemas/flow_message.avsc per record, no header.
+The schema fixes every field's name and type, so what is left to check is that the bytes are exactly one datum
+(Spark's decoder stops after the record and ignores what follows, and gives a record of nulls for bytes it cannot
+read: the message must be as long as the record's encoding), that strings are UTF-8, and that every feature is
+present.
+
+JSON (:func:`parse_flow_messages`), the message contract of schemas.records.FLOW_MESSAGE: a strict JSON object
+(RFC 8259) with nothing after it but whitespace, one flow, canonical field names; numeric fields are JSON numbers,
+or the strings "NaN", "Infinity", "-Infinity" that CICFlowMeter writes (JSON has no such numbers). Every flow
+feature is required; identifier fields, label and provenance may be absent (79-column sources have no IPs); a
+field the schema does not name, or a field named twice, makes the message invalid.
 
 The message is parsed with the declared types. Only a message with a value that does not fit its type (Spark's
 JSON parser then fills the corrupt-record field) is parsed again with every field as text, each field then cast
@@ -16,15 +24,17 @@ labels) are not here: they live in jobs.lib.prep and run after this.
 
 from __future__ import annotations
 
+import json
 import operator
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.avro.functions import from_avro, to_avro
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from schemas.flows import FEATURE_COLUMNS
-from schemas.records import FLOW_MESSAGE
+from schemas.records import FLOW_MESSAGE, flow_message_avro_schema
 
 _CORRUPT = "_corrupt"
 _TYPED = StructType([*FLOW_MESSAGE.fields, StructField(_CORRUPT, StringType())])
@@ -32,10 +42,68 @@ _AS_TEXT = StructType([StructField(f.name, StringType()) for f in FLOW_MESSAGE.f
 KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 
 
-def raw_text(value: Column) -> Column:
-    """The message as text for the quarantine table, lossless: bytes that are not UTF-8 as base64."""
+WIRE_FORMATS = ("json", "avro")
+_AVRO_SCHEMA = json.dumps(flow_message_avro_schema())
+# The fields that are not doubles, as a nullable record (re-encoded to count their bytes; as a record alone Spark
+# warns that a null would fail): the union's branch index takes one byte before the record's encoding.
+_AVRO_OTHERS = [f["name"] for f in flow_message_avro_schema()["fields"] if f["type"][1] != "double"]
+_AVRO_OTHERS_SCHEMA = json.dumps(["null", {**flow_message_avro_schema(), "fields": [
+    f for f in flow_message_avro_schema()["fields"] if f["name"] in _AVRO_OTHERS]}])
+
+
+def raw_text(value: Column, wire_format: str = "json") -> Column:
+    """The message as text for the quarantine table, lossless: bytes that are not UTF-8 text (and every Avro
+    message, binary by nature) as base64."""
+    # one line: Spark's base64 breaks its output every 76 characters (MIME) unless
+    # spark.sql.chunkBase64String.enabled is false
+    as_base64 = F.concat(F.lit("base64:"), F.regexp_replace(F.base64(value), "\r\n", ""))
+    if wire_format == "avro":
+        return as_base64
     text = value.cast("string")
-    return F.when(F.is_valid_utf8(text), text).otherwise(F.concat(F.lit("base64:"), F.base64(value)))
+    return F.when(F.is_valid_utf8(text), text).otherwise(as_base64)
+
+
+def parse_messages(kafka: DataFrame, wire_format: str) -> DataFrame:
+    """Kafka source rows -> FLOW_MESSAGE columns + Kafka coordinates + `message_error` (null when the message is a
+    well-formed flow) + `value`, for either wire format."""
+    if wire_format == "avro":
+        return parse_avro_messages(kafka)
+    if wire_format == "json":
+        return parse_flow_messages(kafka)
+    raise ValueError(f"kafka.flows_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
+
+
+def parse_avro_messages(kafka: DataFrame) -> DataFrame:
+    """:func:`parse_messages` for Avro binary datums of schemas/flow_message.avsc."""
+    value = F.col("value")
+    # inline(array(struct)): decode once, not once per field read below (as in parse_flow_messages).
+    parsed = kafka.select(F.inline(F.array(F.struct(
+        value,
+        from_avro(value, _AVRO_SCHEMA, {"mode": "PERMISSIVE"}).alias("_a"),
+        F.col("topic"), F.col("partition"), F.col("offset"), F.col("timestamp").alias("kafka_timestamp"),
+    ))))
+    # A message is one datum exactly when it is as long as the record's own encoding: bytes after the record (a
+    # second record) or an over-long varint fail this. A double takes 1 byte when null (its branch) and 9 when not,
+    # so only the other fields are re-encoded to count theirs. Bytes the decoder cannot read get a record of nulls
+    # (from_avro's PERMISSIVE mode), whose encoding is one null branch per field: a message of that length is a
+    # datum only if it is exactly those bytes.
+    doubles = [f.name for f in FLOW_MESSAGE.fields if isinstance(f.dataType, DoubleType)]
+    present = reduce(operator.add, [F.col(f"_a.{name}").isNotNull().cast("int") for name in doubles])
+    others = F.struct(*[F.col(f"_a.{name}") for name in _AVRO_OTHERS])
+    length = len(doubles) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA)) - 1
+    all_null = F.lit(bytes(len(FLOW_MESSAGE.fields)))
+    size = F.octet_length(value)
+    one_datum = (length == size) & ((size != len(FLOW_MESSAGE.fields)) | (value == all_null))
+    checks: list[Column] = [
+        F.when(value.isNull() | (F.octet_length(value) == 0), F.lit("empty_payload")),
+        F.when(~one_datum, F.lit("invalid_avro")),
+    ]
+    checks += [F.when(~F.is_valid_utf8(F.col(f"_a.{f.name}")), F.lit(f"not_utf8: {f.name}"))
+               for f in FLOW_MESSAGE.fields if isinstance(f.dataType, StringType)]
+    checks += [F.when(F.col(f"_a.{name}").isNull(), F.lit(f"missing_field: {name}")) for name in FEATURE_COLUMNS]
+    return parsed.select(*[F.col(f"_a.{f.name}").alias(f.name) for f in FLOW_MESSAGE.fields],
+                         "topic", "partition", "offset", "kafka_timestamp",
+                         F.coalesce(*checks).alias("message_error"), "value")
 
 
 def _ends_with_object(value: Column, text: Column) -> Column:

@@ -44,11 +44,10 @@ KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 
 WIRE_FORMATS = ("json", "avro")
 _AVRO_SCHEMA = json.dumps(flow_message_avro_schema())
-# The fields that are not doubles, as a nullable record (re-encoded to count their bytes; as a record alone Spark
-# warns that a null would fail): the union's branch index takes one byte before the record's encoding.
+# The fields that are not doubles, as a record of their own (re-encoded to count their bytes).
 _AVRO_OTHERS = [f["name"] for f in flow_message_avro_schema()["fields"] if f["type"][1] != "double"]
-_AVRO_OTHERS_SCHEMA = json.dumps(["null", {**flow_message_avro_schema(), "fields": [
-    f for f in flow_message_avro_schema()["fields"] if f["name"] in _AVRO_OTHERS]}])
+_AVRO_OTHERS_SCHEMA = json.dumps({**flow_message_avro_schema(), "fields": [
+    f for f in flow_message_avro_schema()["fields"] if f["name"] in _AVRO_OTHERS]})
 
 
 def raw_text(value: Column, wire_format: str = "json") -> Column:
@@ -90,7 +89,7 @@ def parse_avro_messages(kafka: DataFrame) -> DataFrame:
     doubles = [f.name for f in FLOW_MESSAGE.fields if isinstance(f.dataType, DoubleType)]
     present = reduce(operator.add, [F.col(f"_a.{name}").isNotNull().cast("int") for name in doubles])
     others = F.struct(*[F.col(f"_a.{name}") for name in _AVRO_OTHERS])
-    length = len(doubles) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA)) - 1
+    length = len(doubles) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA))
     all_null = F.lit(bytes(len(FLOW_MESSAGE.fields)))
     size = F.octet_length(value)
     one_datum = (length == size) & ((size != len(FLOW_MESSAGE.fields)) | (value == all_null))

@@ -492,6 +492,30 @@ def test_with_sequence_key_and_event_time(spark):
         pp.with_sequence_key(df, _cfg("prep.sequence_key=label"))
 
 
+def test_iso_fast_path_reads_every_calendar_edge_as_the_formats_do(spark):
+    """parse_event_time casts text of the exact ISO shape instead of running the formatter: over every edge of
+    each field (month 13, 30 February, 29 February of leap and common years, hour 24, second 60, 1-6 fraction
+    digits, year 0000), the cast and the formatter agree on the value or on null."""
+    import itertools
+
+    from jobs.lib.prep.keys import _ISO_FORMATS
+
+    days = ["0000-01-01", "1970-01-01", "2016-02-29", "2017-02-29", "2017-02-30", "2017-04-31", "2017-00-10",
+            "2017-13-01", "2017-07-00", "2017-07-32", "9999-12-31"]
+    times = ["00:00:00", "23:59:59", "24:00:00", "12:60:00", "12:00:60", "99:99:99"]
+    fractions = ["", ".5", ".123", ".000", ".123456"]
+    texts = [f"{d}{sep}{h}{f}" for d, sep, h, f in itertools.product(days, [" ", "T"], times, fractions)]
+    df = spark.createDataFrame([(x,) for x in texts], "timestamp string")
+    fast = F.col("timestamp").try_cast("timestamp")
+    formats = F.coalesce(*[F.try_to_timestamp(F.col("timestamp"), F.lit(f)) for f in _ISO_FORMATS])
+    rows = df.select("timestamp", fast.cast("string").alias("fast"), formats.cast("string").alias("formats"),
+                     pp.parse_event_time(F.col("timestamp")).cast("string").alias("parsed")).collect()  # year 0
+    # valid: 4 days (year 0 is ISO year 0) x 2 times x 5 fractions x 2 separators
+    assert len(rows) == 660 and sum(r["fast"] is not None for r in rows) == 80
+    assert [(r["timestamp"], r["fast"]) for r in rows if r["fast"] != r["formats"]] == []
+    assert all(r["parsed"] == r["fast"] for r in rows)
+
+
 def test_sequence_settings_round_trip_to_config_flags():
     settings = pp.sequence_settings(_cfg("prep.sequence_length=8", "prep.nonfinite_policy=drop"))
     flags = pp.sequence_config_overrides(settings)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from jobs.lib.jvm import REPO_ROOT, spark_jars
 from jobs.lib.outputs import OutputFolderError, replace_output_dir
+from jobs.lib.spark import AVRO_LIMITS
 
 PACKAGES = ("jobs", "models", "schemas")
 CONF_FILES = ("defaults.toml", "log4j2.properties", "spark-gpu.conf", "gpu-discovery.sh")
@@ -161,8 +162,9 @@ def submit_args(dist: Path, conf_dir_on_nodes: str = ".") -> list[str]:
         "--files", ",".join(str(f) for f in conf_files),
         "--archives", f"{dist / MODEL_ARCHIVE}#{MODEL_ALIAS}",
         "--conf", f"spark.executorEnv.FLOWSENTINEL_CONF_DIR={conf_dir_on_nodes}",
-        # the query thread needs a deeper stack than 1 MB (see jobs/lib/spark.py)
-        "--conf", "spark.driver.extraJavaOptions=-Xss32m",
+        # the query thread needs a deeper stack than 1 MB; Avro's length limits (see jobs/lib/spark.py)
+        "--conf", f"spark.driver.extraJavaOptions=-Xss32m {AVRO_LIMITS}",
+        "--conf", f"spark.executor.extraJavaOptions={AVRO_LIMITS}",
         "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
         "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
     ]

@@ -49,7 +49,7 @@ from jobs.lib.prep import (
     sequence_config_overrides,
     with_checks,
 )
-from jobs.lib.spark import build_session
+from jobs.lib.spark import AVRO_LIMITS, AVRO_STRING_LIMIT, build_session
 from schemas.flows import IDENTIFIER_COLUMNS
 from schemas.records import (
     ALERTS,
@@ -456,6 +456,18 @@ def check_model_identity(checkpoint: str, detector: Any) -> None:
     path.write_text(json.dumps(identity, indent=2))
 
 
+def check_avro_limits(spark: SparkSession, wire_format: str) -> None:
+    """With Avro messages, the driver's JVM must carry Avro's length limits (jobs.lib.spark.AVRO_LIMITS): without
+    them one record that claims a huge string stops the job. build_session sets them for local runs, and the
+    spark-submit options of jobs.package for the driver and the executors."""
+    if wire_format != "avro":
+        return
+    if spark.sparkContext._jvm.java.lang.System.getProperty(AVRO_STRING_LIMIT) is None:  # type: ignore[union-attr]
+        raise PreflightError(f"kafka.flows_format = 'avro' needs -D{AVRO_STRING_LIMIT} in the driver's and the "
+                             f"executors' extraJavaOptions (spark-submit: see `python -m jobs.package`): "
+                             f"{AVRO_LIMITS}")
+
+
 def check_device(device: str, executors_have_gpus: bool) -> None:
     """``model.device = cuda[:N]`` needs a GPU: refuse at start where none is visible, instead of failing inside
     every micro-batch. With GPU scheduling (spark.executor.resource.gpu.amount) the executors' GPUs are not this
@@ -528,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or cfg.stream.out_dir)
     spark = build_session(cfg, "flowsentinel-stream-detect", extra_conf=spark_conf)
+    try:
+        check_avro_limits(spark, cfg.kafka.flows_format)
+    except PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failures = 0

@@ -102,6 +102,8 @@ CASES = {
     "overlong_varint": (b"\x82\x00" + GOOD[1:], "invalid_avro", BASE["flow_duration"]),
     "truncated": (GOOD[:-3], "invalid_avro", None),
     "a_json_message": (encode(BASE), "invalid_avro", None),
+    # Confluent's serializer frames the datum: magic byte 0 and a 4-byte schema id before it
+    "confluent_framed": (b"\x00\x00\x00\x00\x07" + GOOD, "invalid_avro", None),
     "garbage": (b"\xff\xfe\xfd", "invalid_avro", None),
     "branch_out_of_range": (b"\x04" + GOOD[1:], "invalid_avro", None),
     # a string that claims 2 GB in a short message must not allocate it, nor stop the job
@@ -145,6 +147,24 @@ def test_apache_avro_decodes_every_field_exactly(parsed, name, record):
         else:
             assert got == want and type(got) is type(want), field
             assert not isinstance(want, float) or math.copysign(1, got) == math.copysign(1, want), field
+
+
+def test_the_jvm_limits_avro_string_lengths(spark):
+    """The string-length bomb above is rejected without allocating only because the JVM carries Avro's limit;
+    the stream job refuses to start an Avro run without it."""
+    from jobs.lib.preflight import PreflightError
+    from jobs.lib.spark import AVRO_STRING_LIMIT
+
+    system = spark.sparkContext._jvm.java.lang.System
+    assert system.getProperty(AVRO_STRING_LIMIT) == "1048576"
+    stream_detect.check_avro_limits(spark, "avro")
+    system.clearProperty(AVRO_STRING_LIMIT)  # Avro read it when its classes loaded: the limit stays in force
+    try:
+        stream_detect.check_avro_limits(spark, "json")
+        with pytest.raises(PreflightError, match=f"kafka.flows_format = 'avro' needs -D{AVRO_STRING_LIMIT}"):
+            stream_detect.check_avro_limits(spark, "avro")
+    finally:
+        system.setProperty(AVRO_STRING_LIMIT, "1048576")
 
 
 def test_json_and_avro_give_the_same_validated_flows(spark, shared_data, tmp_path):

@@ -16,6 +16,13 @@ from pyspark.sql import SparkSession
 from jobs.lib.config import Config, conf_dir
 from jobs.lib.jvm import spark_jars
 
+# Apache Avro allocates a string's bytes at the length the message states before reading them: an Avro record
+# claiming a 2 GB string took the JVM down (OutOfMemoryError, in the test suite). Above these limits, read once
+# when Avro's classes load, the decoder throws instead, and from_avro reads the record as invalid. A flow's strings
+# are short, and Kafka's default record limit is 1 MB.
+AVRO_STRING_LIMIT = "org.apache.avro.limits.string.maxLength"
+AVRO_LIMITS = f"-D{AVRO_STRING_LIMIT}=1048576 -Dorg.apache.avro.limits.bytes.maxLength=1048576"
+
 
 def launched_by_spark_submit() -> bool:
     # spark-submit starts the Python driver with a gateway to its already running JVM.
@@ -46,7 +53,7 @@ def build_session(cfg: Config, app_name: str | None = None, master: str | None =
         # -Xss: Spark strips comments from generated code with java.util.regex, which recurses per character;
         # the stream job's validation expressions generate enough code to overflow the default 1 MB thread
         # stack of the query thread (StackOverflowError in java.util.regex). Threads get -Xss; main does not.
-        log4j = f"-Dlog4j2.configurationFile=file:{conf_dir() / 'log4j2.properties'} -Xss32m"
+        log4j = f"-Dlog4j2.configurationFile=file:{conf_dir() / 'log4j2.properties'} -Xss32m {AVRO_LIMITS}"
         builder = (
             builder.master(master)
             .config("spark.jars", ",".join(str(p) for p in spark_jars()))

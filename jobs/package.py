@@ -23,6 +23,7 @@ import argparse
 import base64
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 import tarfile
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"built {len(manifest['files'])} files into {args.dist} (model {manifest['model_version']})")
-    print("spark-submit " + " ".join(submit_args(Path(args.dist))) + " dist/launch.py jobs.stream_detect "
+    # quoted: the driver's Java options hold a space
+    print("spark-submit " + shlex.join(submit_args(Path(args.dist))) + " dist/launch.py jobs.stream_detect "
           f"--model {MODEL_ALIAS} --out OUT")
     return 0
 

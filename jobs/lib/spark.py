@@ -19,9 +19,10 @@ from jobs.lib.jvm import spark_jars
 # Apache Avro allocates a string's bytes at the length the message states before reading them: an Avro record
 # claiming a 2 GB string took the JVM down (OutOfMemoryError, in the test suite). Above these limits, read once
 # when Avro's classes load, the decoder throws instead, and from_avro reads the record as invalid. A flow's strings
-# are short, and Kafka's default record limit is 1 MB.
+# are short, and Kafka's default record limit is 1 MB. (The flow schema has no bytes or array fields, whose limits
+# are separate properties.)
 AVRO_STRING_LIMIT = "org.apache.avro.limits.string.maxLength"
-AVRO_LIMITS = f"-D{AVRO_STRING_LIMIT}=1048576 -Dorg.apache.avro.limits.bytes.maxLength=1048576"
+AVRO_LIMITS = f"-D{AVRO_STRING_LIMIT}=1048576"
 
 
 def launched_by_spark_submit() -> bool:

@@ -85,6 +85,7 @@ def _avro_string(name: str, value: Any) -> bytes:
 
 _AVRO_WRITERS = {"int": _avro_int(32), "long": _avro_int(64), "double": _avro_double, "string": _avro_string}
 _AVRO_FIELDS = [(f["name"], _AVRO_WRITERS[f["type"][1]]) for f in flow_message_avro_schema()["fields"]]
+_AVRO_NAMES = frozenset(name for name, _ in _AVRO_FIELDS)
 
 
 def encode_avro(record: dict[str, Any]) -> bytes:
@@ -105,7 +106,6 @@ def encode_avro(record: dict[str, Any]) -> bytes:
     return bytes(out)
 
 
-_AVRO_NAMES = frozenset(name for name, _ in _AVRO_FIELDS)
 ENCODERS = {"json": encode, "avro": encode_avro}
 
 

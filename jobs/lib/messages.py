@@ -31,7 +31,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro, to_avro
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from schemas.flows import FEATURE_COLUMNS
 from schemas.records import FLOW_MESSAGE, flow_message_avro_schema
@@ -43,11 +43,12 @@ KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 
 
 WIRE_FORMATS = ("json", "avro")
-_AVRO_SCHEMA = json.dumps(flow_message_avro_schema())
+_AVRO = flow_message_avro_schema()
+_AVRO_SCHEMA = json.dumps(_AVRO)
 # The fields that are not doubles, as a record of their own (re-encoded to count their bytes).
-_AVRO_OTHERS = [f["name"] for f in flow_message_avro_schema()["fields"] if f["type"][1] != "double"]
-_AVRO_OTHERS_SCHEMA = json.dumps({**flow_message_avro_schema(), "fields": [
-    f for f in flow_message_avro_schema()["fields"] if f["name"] in _AVRO_OTHERS]})
+_AVRO_OTHER_FIELDS = [f for f in _AVRO["fields"] if f["type"][1] != "double"]
+_AVRO_OTHERS = [f["name"] for f in _AVRO_OTHER_FIELDS]
+_AVRO_OTHERS_SCHEMA = json.dumps({**_AVRO, "fields": _AVRO_OTHER_FIELDS})
 
 
 def raw_text(value: Column, wire_format: str = "json") -> Column:
@@ -86,7 +87,7 @@ def parse_avro_messages(kafka: DataFrame) -> DataFrame:
     # so only the other fields are re-encoded to count theirs. Bytes the decoder cannot read get a record of nulls
     # (from_avro's PERMISSIVE mode), whose encoding is one null branch per field: a message of that length is a
     # datum only if it is exactly those bytes.
-    doubles = [f.name for f in FLOW_MESSAGE.fields if isinstance(f.dataType, DoubleType)]
+    doubles = [f["name"] for f in _AVRO["fields"] if f["type"][1] == "double"]
     present = reduce(operator.add, [F.col(f"_a.{name}").isNotNull().cast("int") for name in doubles])
     others = F.struct(*[F.col(f"_a.{name}") for name in _AVRO_OTHERS])
     length = len(doubles) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA))
@@ -94,7 +95,7 @@ def parse_avro_messages(kafka: DataFrame) -> DataFrame:
     size = F.octet_length(value)
     one_datum = (length == size) & ((size != len(FLOW_MESSAGE.fields)) | (value == all_null))
     checks: list[Column] = [
-        F.when(value.isNull() | (F.octet_length(value) == 0), F.lit("empty_payload")),
+        F.when(value.isNull() | (size == 0), F.lit("empty_payload")),
         F.when(~one_datum, F.lit("invalid_avro")),
     ]
     checks += [F.when(~F.is_valid_utf8(F.col(f"_a.{f.name}")), F.lit(f"not_utf8: {f.name}"))

@@ -239,3 +239,36 @@ def test_start_refuses_cuda_where_no_gpu_is_visible(monkeypatch):
     check_device("cuda:0", executors_have_gpus=False)
     with pytest.raises(PreflightError, match=r"model.device = 'cuda:1' but this machine has 1 GPU\(s\)"):
         check_device("cuda:1", executors_have_gpus=False)
+
+
+def test_spark_archive_listings_survive_the_per_task_cache_invalidation(tmp_path, monkeypatch):
+    # Spark's worker calls importlib.invalidate_caches() before every task; on Python 3.11 each zipimporter then
+    # re-reads its archive's listing (a new dict). Spark's own archives keep theirs; any other archive is re-read.
+    import importlib
+    import sys
+    import zipfile
+
+    from jobs.lib.inference import keep_spark_archive_listings
+
+    archives = {}
+    for name, module in (("pyspark.zip", "fs_probe_spark"), ("spark-core_2.13-4.1.1.jar", "fs_probe_jar"),
+                         ("deps.zip", "fs_probe_user")):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(f"{module}.py", "VALUE = 1\n")
+        archives[name] = str(path)
+        monkeypatch.syspath_prepend(str(path))
+        monkeypatch.delitem(sys.modules, module, raising=False)
+        assert importlib.import_module(module).VALUE == 1
+    try:
+        keep_spark_archive_listings()
+        before = {name: sys.path_importer_cache[path]._files for name, path in archives.items()}
+        importlib.invalidate_caches()
+        after = {name: sys.path_importer_cache[path]._files for name, path in archives.items()}
+        assert {name: after[name] is before[name] for name in archives} == {
+            "pyspark.zip": True, "spark-core_2.13-4.1.1.jar": True, "deps.zip": False}
+    finally:
+        for path in archives.values():
+            sys.path_importer_cache.pop(path, None)
+        for module in ("fs_probe_spark", "fs_probe_jar", "fs_probe_user"):
+            sys.modules.pop(module, None)

@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 
 from jobs.lib.config import Config, ConfigError, add_config_args, load_config
-from jobs.lib.inference import alert_score_udf, proto_name, severity
+from jobs.lib.inference import alert_score_udf, keep_spark_archive_listings, proto_name, severity
 from jobs.lib.messages import parse_messages, raw_text
 from jobs.lib.monitoring import ProgressToDelta
 from jobs.lib.monitoring import attach as attach_progress
@@ -67,7 +67,7 @@ APP_ID = "flowsentinel-stream-detect"
 # more than this many times in between.
 HISTORY_SCAN = 1000
 CHECKPOINT_INTERVAL = 100  # commits between two Delta checkpoints of each table (create_tables)
-# One line per micro-batch: where its time went (materialize, score, publish, commit), seconds.
+# One line per micro-batch: where its time went (score: the pass from Kafka to scores; publish; commit), seconds.
 log = logging.getLogger("flowsentinel.stream")
 
 # What travels through the stateful operator besides the vector: everything the sinks need.
@@ -129,6 +129,7 @@ def sequence_state_fn(seq_len: int, n_features: int, idle_timeout_ms: int) -> An
     """applyInPandasWithState function: per key, the last T-1 vectors survive between micro-batches."""
 
     def update(key: tuple[Any, ...], batches: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+        keep_spark_archive_listings()
         if state.hasTimedOut:  # the host has been quiet for state_idle_timeout_ms of event time
             state.remove()
             return
@@ -283,29 +284,46 @@ class BatchWriter:
         m = self.cfg.model
         self.query_id = self.query_id or batch.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
         scorer = alert_score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
-        # One pass over the whole batch (every partition, so the state store commits each); what follows reads
-        # its result through a one-node plan instead of planning the parse and validation again per write.
         steps: dict[str, float] = {"started": time.perf_counter()}
-        # Which tables get rows, counted in the same pass: a table with none gets no commit (idempotence needs
-        # increasing batch ids, not every one), and a batch without data (state expiry only) writes nothing.
         valid = F.col("reason").isNull()
-        batch, counts = materialize_counting(batch, valid=valid, rejected=~valid)
-        held = [batch]
+        ok = valid & F.col(SCORING_ERROR).isNull()
+        # One pass over the whole batch: Kafka read, parse, validation, z-score and scoring (every partition, so the
+        # state store commits each). What follows reads its result through a one-node plan instead of planning
+        # the parse and validation again per write. Which tables get rows is counted in the same pass: a table
+        # with none gets no commit (idempotence needs increasing batch ids, not every one), and a batch without
+        # data (state expiry only) writes nothing.
+        batch, counts = materialize_counting(self.scored(batch, scorer, batch_id), scored=ok,
+                                             alerts=ok & (F.col("attack_prob") >= F.lit(self.threshold)),
+                                             errors=valid & ~ok, rejected=~valid)
         try:
-            self._step(steps, "materialize")
+            self._step(steps, "score")
             writes: dict[str, DataFrame] = {}
-            if counts["valid"]:
-                writes.update(self.score_valid(batch.where(valid), scorer, batch_id, held, steps))
+            good = batch.where(ok)
+            if counts["alerts"]:
+                writes["alerts"] = self.alerts(good)
+                if self.cfg.stream.publish_alerts:
+                    self.publish(writes["alerts"])  # first: an alert is on the topic before the batch's Delta commits
+                    self._step(steps, "publish")
+            if counts["scored"]:
+                writes["flows_scored"] = self.flows_scored(good)
+            if counts["errors"]:
+                # A row the scorer or the Community ID fails on goes to quarantine as ``scoring_error: <what>``, in
+                # its own idempotent append, and to no other table.
+                errors = batch.where(valid & ~ok)
+                self._append(self.quarantine(errors.withColumns({
+                    "reason": F.concat(F.lit("scoring_error: "), F.col(SCORING_ERROR)),
+                    "raw": F.to_json(F.struct(*[c for c in _CARRIED if c in errors.columns and c != "raw"]))})),
+                    "quarantine", batch_id, ":scoring")
             if counts["rejected"]:
                 writes["quarantine"] = self.quarantine(batch.where(~valid))
             self._append_all(writes, batch_id)
             self._step(steps, "commit")
         finally:
-            for df in held:
-                release(df)
+            release(batch)
         started = steps.pop("started")
         steps.pop("_last", None)
-        log.info("batch %d: %d rows in %.2f s; %s", batch_id, sum(counts.values()), time.perf_counter() - started,
+        rows = counts["scored"] + counts["errors"] + counts["rejected"]
+        log.info("batch %d: %d rows in %.2f s; %s", batch_id, rows, time.perf_counter() - started,
                  json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
     @staticmethod
@@ -314,41 +332,19 @@ class BatchWriter:
         steps[name] = now - steps.get("_last", steps["started"])
         steps["_last"] = now
 
-    def score_valid(self, valid: DataFrame, scorer: Any, batch_id: int, held: list[DataFrame],
-                    steps: dict[str, float]) -> dict[str, DataFrame]:
-        """Score the valid rows and publish their alerts; returns what each table gets. The scores come with
-        each alert's Community ID (one pandas UDF pass) and are computed once, into `held` for the caller to
-        release. A row the scorer or the Community ID fails on goes to quarantine as ``scoring_error: <what>``
-        (its own idempotent append) and to no other table; the rest is written."""
-        ok = F.col(SCORING_ERROR).isNull()
-        scored, found = materialize_counting(
-            valid.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
-            .withColumns({"attack_prob": F.col("_s.attack_prob"),
-                          "pred_type": F.col("_s.attack_type"),
-                          "explanation": F.col("_s.explanation"),
-                          "community_id": F.col("_s.community_id"),
-                          SCORING_ERROR: F.col("_s.error"),
-                          "batch_id": F.lit(batch_id).cast("long")})
-            .drop("_s", "features", "mask"),
-            alerts=ok & (F.col("attack_prob") >= F.lit(self.threshold)), errors=~ok)
-        held.append(scored)
-        self._step(steps, "score")
-        has_alerts, has_errors = found["alerts"] > 0, found["errors"] > 0
-        good = scored.where(ok)
-        writes = {}
-        if has_alerts:
-            writes["alerts"] = self.alerts(good)
-            if self.cfg.stream.publish_alerts:
-                self.publish(writes["alerts"])  # first: an alert is on the topic before the batch's Delta commits
-                self._step(steps, "publish")
-        writes["flows_scored"] = self.flows_scored(good)
-        if has_errors:
-            errors = scored.where(~ok)
-            self._append(self.quarantine(errors.withColumns({
-                "reason": F.concat(F.lit("scoring_error: "), F.col(SCORING_ERROR)),
-                "raw": F.to_json(F.struct(*[c for c in _CARRIED if c in errors.columns and c != "raw"]))})),
-                "quarantine", batch_id, ":scoring")
-        return writes
+    @staticmethod
+    def scored(batch: DataFrame, scorer: Any, batch_id: int) -> DataFrame:
+        """The batch with each valid row's scores and, for an alert, its Community ID (one pandas UDF pass).
+        SCORING_ERROR: why a valid row has no score; null for a scored row and for every rejected one (a rejected
+        row has no model input: the scorer's error for it is not an error of scoring)."""
+        return (batch.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
+                .withColumns({"attack_prob": F.col("_s.attack_prob"),
+                              "pred_type": F.col("_s.attack_type"),
+                              "explanation": F.col("_s.explanation"),
+                              "community_id": F.col("_s.community_id"),
+                              SCORING_ERROR: F.when(F.col("reason").isNull(), F.col("_s.error")),
+                              "batch_id": F.lit(batch_id).cast("long")})
+                .drop("_s", "features", "mask"))
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
         is_attack = (F.col("attack_prob") >= F.lit(self.threshold)).cast("int")

@@ -15,6 +15,17 @@ def test_drain_rates_over_the_whole_run_and_after_the_first_two_batches():
                                                                      "steady_flows_per_s": None}
 
 
+def test_a_rate_is_above_capacity_when_the_latency_grows_through_the_window_by_more_than_a_cycle():
+    produced = np.arange(400, dtype=float) / 10  # 40 s of flows, in order
+    cycling = 2.0 + (produced % 4.0)  # batches every 4 s: latency 2-6 s, the same in every quarter
+    assert not bench_stream.latency_grew(produced, cycling, 4.0)
+    growing = cycling + produced * 0.25  # the backlog adds 10 s over the window: first quarter ~3.2, last ~11.8
+    assert bench_stream.latency_grew(produced, growing, 4.0)
+    assert not bench_stream.latency_grew(produced, growing, 9.0)  # within a (longer) cycle
+    shuffled = np.random.default_rng(0).permutation(400)  # produce order, not row order, defines the quarters
+    assert bench_stream.latency_grew(produced[shuffled], growing[shuffled], 4.0)
+
+
 def test_percentiles_and_the_latency_plot(tmp_path):
     assert bench_stream.percentiles(np.arange(1, 102, dtype=float)) == {"n": 101, "p50_s": 51.0, "p99_s": 100.0,
                                                                         "max_s": 101.0}

@@ -158,11 +158,18 @@ class AlertClock:
         self._consumer.close()
 
 
-def latency_grew(produced: np.ndarray, seconds: np.ndarray, cycle_s: float) -> bool:
-    """Whether the job fell behind an offered rate: the produce -> commit latency of the window's last quarter of
-    flows (by produce time) exceeds its first quarter's by more than one batch cycle (median seconds between two
-    commits). A job that keeps up has a latency that cycles with its batches and does not grow; above its
-    capacity the backlog grows all through the window, and the latency with it."""
+def above_capacity(rate: float, batches: list[dict[str, Any]], produced: np.ndarray, seconds: np.ndarray,
+                   cycle_s: float) -> bool:
+    """Whether an offered rate is above the job's capacity. Either the window's batches processed fewer flows per
+    second of their own time (median rows / median seconds, the query's time between batches not counted) than
+    were offered, or the produce -> commit latency of the window's last quarter of flows (by produce time)
+    exceeds its first quarter's by more than one batch cycle (median seconds between two commits): a job that
+    keeps up has a latency that cycles with its batches and does not grow; above its capacity the backlog grows
+    all through the window, and the latency with it."""
+    rows = [b["rows"] for b in batches if b.get("seconds")]
+    busy = [b["seconds"] for b in batches if b.get("seconds")]
+    if rows and float(np.median(rows)) / float(np.median(busy)) < rate:
+        return True
     order = np.argsort(produced, kind="stable")
     quarter = max(len(order) // 4, 1)
     first, last = seconds[order[:quarter]], seconds[order[-quarter:]]
@@ -246,8 +253,9 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
         results.append({
             "rate": rate, "achieved_rate": round(achieved, 1), "sent": n, "scored": int(len(mine)),
             "batches": int(mine["batch_id"].nunique()), "drain_after_last_send_s": round(drain_s, 1),
-            "above_capacity": latency_grew(mine["produced"].to_numpy(np.float64), to_delta,
-                                           float(np.median(cycle)) if len(cycle) else float("inf")),
+            "above_capacity": above_capacity(rate, [steps[b] for b in batch_ids if b in steps],
+                                             mine["produced"].to_numpy(np.float64), to_delta,
+                                             float(np.median(cycle)) if len(cycle) else float("inf")),
             "to_alert_topic": percentiles(alerts),
             "to_delta": percentiles(to_delta),
             "median_batch_s": median_steps([steps[b] for b in batch_ids if b in steps]),

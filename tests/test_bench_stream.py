@@ -15,15 +15,18 @@ def test_drain_rates_over_the_whole_run_and_after_the_first_two_batches():
                                                                      "steady_flows_per_s": None}
 
 
-def test_a_rate_is_above_capacity_when_the_latency_grows_through_the_window_by_more_than_a_cycle():
+def test_a_rate_is_above_capacity_when_the_batches_are_slower_than_it_or_the_latency_grows():
     produced = np.arange(400, dtype=float) / 10  # 40 s of flows, in order
     cycling = 2.0 + (produced % 4.0)  # batches every 4 s: latency 2-6 s, the same in every quarter
-    assert not bench_stream.latency_grew(produced, cycling, 4.0)
+    quick = [{"rows": 4000, "seconds": 3.0}, {"rows": 4400, "seconds": 3.2}, {"rows": 3600, "seconds": 2.9}]
+    assert not bench_stream.above_capacity(1000, quick, produced, cycling, 4.0)  # 4,000 / 3.0 s >= 1,000/s
+    assert bench_stream.above_capacity(1500, quick, produced, cycling, 4.0)  # 1,333/s of batch time < 1,500
     growing = cycling + produced * 0.25  # the backlog adds 10 s over the window: first quarter ~3.2, last ~11.8
-    assert bench_stream.latency_grew(produced, growing, 4.0)
-    assert not bench_stream.latency_grew(produced, growing, 9.0)  # within a (longer) cycle
+    assert bench_stream.above_capacity(1000, quick, produced, growing, 4.0)
+    assert not bench_stream.above_capacity(1000, quick, produced, growing, 9.0)  # within a (longer) cycle
     shuffled = np.random.default_rng(0).permutation(400)  # produce order, not row order, defines the quarters
-    assert bench_stream.latency_grew(produced[shuffled], growing[shuffled], 4.0)
+    assert bench_stream.above_capacity(1000, quick, produced[shuffled], growing[shuffled], 4.0)
+    assert not bench_stream.above_capacity(1000, [], produced, cycling, 4.0)  # no profile: the latency decides
 
 
 def test_percentiles_and_the_latency_plot(tmp_path):

@@ -122,6 +122,9 @@ LAYOUT_78: list[str] = [*FEATURE_COLUMNS, LABEL_COLUMN]
 REQUIRED_COLUMNS: list[str] = LAYOUT_78
 # Identifier columns that are integers; the rest (flow_id, src_ip, dst_ip, timestamp) are strings.
 INTEGER_IDENTIFIERS = ("src_port", "dst_port", "protocol")
+# How a flow travels on the flows topic (kafka.flows_format): one JSON object of schemas.records.FLOW_MESSAGE, or one
+# Avro binary datum of schemas/flow_message.avsc.
+WIRE_FORMATS = ("json", "avro")
 
 # Counters that can never be negative in a well-formed flow (packet counts, byte lengths, flag counts, the
 # duration). IAT minima, header lengths and init_win_bytes_* (-1 = "not seen") can be negative in real

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from schemas.flows import IDENTIFIER_COLUMNS
+from schemas.flows import IDENTIFIER_COLUMNS, WIRE_FORMATS
 
 ENV_PREFIX = "FLOWSENTINEL_"
 # String maps passed through as they are: kafka.options and spark.conf (Java names, string values) and
@@ -298,7 +298,7 @@ RULES: dict[str, Check] = {
     "kafka.bootstrap_servers": _bootstrap, "kafka.port": _port, "kafka.controller_port": _port,
     "kafka.data_dir": _non_empty, "kafka.heap": _matches(_JVM_MEMORY, "a JVM memory size such as 512m"),
     "kafka.start_timeout_s": _above(0), "kafka.flows_topic": _matches(_TOPIC, "a Kafka topic name"),
-    "kafka.flows_format": _one_of("json", "avro"),
+    "kafka.flows_format": _one_of(*WIRE_FORMATS),
     "kafka.alerts_topic": _matches(_TOPIC, "a Kafka topic name"), "kafka.partitions": _at_least(1),
     "kafka.replication_factor": _at_least(1), "kafka.retention_ms": _retention,
     "model.arch": _one_of("cnn_lstm", "bilstm"), "model.dir": _non_empty, "model.conv_channels": _at_least(1),

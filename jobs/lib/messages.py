@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro, to_avro
 from pyspark.sql.types import StringType, StructField, StructType
 
-from schemas.flows import FEATURE_COLUMNS
+from schemas.flows import FEATURE_COLUMNS, WIRE_FORMATS
 from schemas.records import FLOW_MESSAGE, flow_message_avro_schema
 
 _CORRUPT = "_corrupt"
@@ -42,7 +42,6 @@ _AS_TEXT = StructType([StructField(f.name, StringType()) for f in FLOW_MESSAGE.f
 KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 
 
-WIRE_FORMATS = ("json", "avro")
 _AVRO = flow_message_avro_schema()
 _AVRO_SCHEMA = json.dumps(_AVRO)
 # The fields that are not doubles, as a record of their own (re-encoded to count their bytes).

@@ -66,6 +66,7 @@ def test_listener_writes_one_row_per_batch(spark, tmp_path):
         ("progress-test", 0, 1), ("progress-test", 1, 2), ("progress-test", 2, 3)]
     assert all(r.query_id == str(query.id) and r.batch_duration_ms >= 0 for r in rows)
     assert (listener.query_id, listener.received) == (str(query.id), 3)
+    assert len(list(table.glob("*.parquet"))) == 1  # one flush, one task, one file
 
 
 def test_one_listener_per_session_follows_each_run_to_its_table(spark, tmp_path):

@@ -204,8 +204,10 @@ class ProgressToDelta(StreamingQueryListener):
         for path in dict.fromkeys(p for _, p, _ in rows):
             batch = [(n, r) for n, p, r in rows if p == path]
             try:
+                # One task and one file per flush: a few rows spread over every core would take as many task
+                # slots from the stream's own jobs, and leave as many small files.
                 df = self.spark.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for _, r in batch],
-                                                STREAM_PROGRESS)
+                                                STREAM_PROGRESS).coalesce(1)
                 # mergeSchema: a table written before rows_dropped_by_watermark existed takes the new column
                 df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
                 written += len(batch)

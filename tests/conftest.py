@@ -55,8 +55,8 @@ def kafka_broker(tmp_path_factory) -> Iterator:
 
 
 # Tests that run only in `make test-all` (marked slow here), each with its reason. A warm `make test` must stay
-# under 20 minutes on the 2-core machine: 19.0 min measured on a fresh clone with the standalone-cluster test
-# (3.6 min) and the short chaos run (3.6 min) in it and these out.
+# under 20 minutes on the 2-core machine: 17.2 min measured on a fresh clone (402 tests, 2026-12-02) with the
+# standalone-cluster test and the short chaos run in it and these out.
 TEST_ALL_ONLY = {
     # nbclient kernels over Spark: about 3 minutes together; the third notebook test runs in make test
     "tests/test_notebooks.py::test_data_exploration",

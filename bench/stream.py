@@ -264,7 +264,7 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
 
 
 def median_steps(batches: list[dict[str, Any]]) -> dict[str, float]:
-    """Per step (materialize, score, commit, ...), the median seconds over `batches` (BatchProfile rows)."""
+    """Per step (score, publish, commit, ...), the median seconds over `batches` (BatchProfile rows)."""
     names = {k for b in batches for k in b if k != "batch_id"}
     return {k: round(float(np.median([b[k] for b in batches if k in b])), 3) for k in sorted(names)}
 

@@ -248,17 +248,18 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
         mine = scored[(scored["produced"] >= begin) & (scored["produced"] < end)]
         alerts = np.array([got - made for made, got in clock.received.values() if begin <= made < end])
         batch_ids = sorted(mine["batch_id"].unique())
+        profiled = [steps[b] for b in batch_ids if b in steps]
         cycle = np.diff(sorted(commits[b] for b in batch_ids if b in commits))
         to_delta = (mine["committed"] - mine["produced"]).to_numpy(np.float64)
         results.append({
             "rate": rate, "achieved_rate": round(achieved, 1), "sent": n, "scored": int(len(mine)),
-            "batches": int(mine["batch_id"].nunique()), "drain_after_last_send_s": round(drain_s, 1),
-            "above_capacity": above_capacity(rate, [steps[b] for b in batch_ids if b in steps],
+            "batches": len(batch_ids), "drain_after_last_send_s": round(drain_s, 1),
+            "above_capacity": above_capacity(rate, profiled,
                                              mine["produced"].to_numpy(np.float64), to_delta,
                                              float(np.median(cycle)) if len(cycle) else float("inf")),
             "to_alert_topic": percentiles(alerts),
             "to_delta": percentiles(to_delta),
-            "median_batch_s": median_steps([steps[b] for b in batch_ids if b in steps]),
+            "median_batch_s": median_steps(profiled),
         })
     return results
 
@@ -342,6 +343,7 @@ def udf_vs_raw(spark: Any, cfg: Any, model_dir: str, n: int = 200_000) -> dict[s
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, t, f)).astype(np.float32)
     m = np.ones((n, t), bool)
+
     def timed(run: Any) -> float:
         """Median seconds of three runs: one run of either side moved the ratio by half on this machine."""
         times = []

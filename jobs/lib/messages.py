@@ -45,6 +45,7 @@ KAFKA_COORDINATES = ["topic", "partition", "offset", "kafka_timestamp"]
 _AVRO = flow_message_avro_schema()
 _AVRO_SCHEMA = json.dumps(_AVRO)
 # The fields that are not doubles, as a record of their own (re-encoded to count their bytes).
+_AVRO_DOUBLES = [f["name"] for f in _AVRO["fields"] if f["type"][1] == "double"]
 _AVRO_OTHER_FIELDS = [f for f in _AVRO["fields"] if f["type"][1] != "double"]
 _AVRO_OTHERS = [f["name"] for f in _AVRO_OTHER_FIELDS]
 _AVRO_OTHERS_SCHEMA = json.dumps({**_AVRO, "fields": _AVRO_OTHER_FIELDS})
@@ -86,10 +87,9 @@ def parse_avro_messages(kafka: DataFrame) -> DataFrame:
     # so only the other fields are re-encoded to count theirs. Bytes the decoder cannot read get a record of nulls
     # (from_avro's PERMISSIVE mode), whose encoding is one null branch per field: a message of that length is a
     # datum only if it is exactly those bytes.
-    doubles = [f["name"] for f in _AVRO["fields"] if f["type"][1] == "double"]
-    present = reduce(operator.add, [F.col(f"_a.{name}").isNotNull().cast("int") for name in doubles])
+    present = reduce(operator.add, [F.col(f"_a.{name}").isNotNull().cast("int") for name in _AVRO_DOUBLES])
     others = F.struct(*[F.col(f"_a.{name}") for name in _AVRO_OTHERS])
-    length = len(doubles) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA))
+    length = len(_AVRO_DOUBLES) + 8 * present + F.octet_length(to_avro(others, _AVRO_OTHERS_SCHEMA))
     all_null = F.lit(bytes(len(FLOW_MESSAGE.fields)))
     size = F.octet_length(value)
     one_datum = (length == size) & ((size != len(FLOW_MESSAGE.fields)) | (value == all_null))

@@ -68,7 +68,19 @@ CASES = {
                     {}),
     "feature_twice_unknown_first": (message(ttl=1)[:-1] + b', "ttl": 2, "flow_duration": 3}',
                                     "unexpected_field: ttl", {"flow_duration": 3.0}),
+    # commas settle the keys only when there are no more of them than the filled fields need: a number given for
+    # a text field does not hide a key of its own, and a comma in a value or a null field sends the message to the
+    # listing of its keys, which must agree
+    "identifier_number_and_extra_field": (message(src_ip=1234, ttl=1), "unexpected_field: ttl", {"src_ip": "1234"}),
+    "comma_in_label": (message(label="a,b"), None, {"label": "a,b"}),
+    "null_label_then_label": (message().replace(b'"label": ', b'"label": null, "label": '),
+                              "duplicate_field: label", {}),
+    "whitespace_before": (b" \n" + message(), None, {}),
+    "flow_in_an_array": (b"[" + message() + b"]", "invalid_json", None),
     "bare_nan": (spliced("flow_duration", "NaN"), "invalid_json", None),  # not JSON (RFC 8259)
+    "bare_infinity": (spliced("flow_bytes_per_s", "-Infinity"), "invalid_json", None),
+    "single_quotes": (message().replace(b'"label": "', b"'label': '").replace(b'BENIGN"', b"BENIGN'"),
+                      "invalid_json", None),
     "array": (b"[1, 2]", "invalid_json", None),
     "broken": (b"{not json", "invalid_json", None),
     # Spark's JSON functions read the first value and ignore what follows: the second flow would be lost unseen

@@ -77,6 +77,11 @@ _ORDER = ["event_time", "source_file", "source_row", "partition", "offset"]
 FLOW_TUPLE = ["src_ip", "dst_ip", "protocol", "src_port", "dst_port"]  # what an alert's Community ID hashes
 _ARRIVAL = "_arrival"  # the micro-batch's start time: the stateful path's watermark column
 SCORING_ERROR = "scoring_error"  # why a valid row could not be scored or enriched; its quarantine reason category
+# The batch's own values (its id, the time it was scored) travel as text until the tables' projections cast them:
+# Spark writes a number or a time literal into the generated Java source, so a new value each batch made new source,
+# new classes to compile on the driver (4 per batch) and new methods for the JVM to run interpreted until compiled
+# again; a text literal is passed to the same code by reference.
+_SCORED_AT = "_scored_at_us"
 
 
 def state_output_schema(df: DataFrame) -> str:
@@ -336,14 +341,16 @@ class BatchWriter:
     def scored(batch: DataFrame, scorer: Any, batch_id: int) -> DataFrame:
         """The batch with each valid row's scores and, for an alert, its Community ID (one pandas UDF pass).
         SCORING_ERROR: why a valid row has no score; null for a scored row and for every rejected one (a rejected
-        row has no model input: the scorer's error for it is not an error of scoring)."""
+        row has no model input: the scorer's error for it is not an error of scoring). ``batch_id`` and the time of
+        scoring are text here (_SCORED_AT); the tables' projections cast them."""
         return (batch.withColumn("_s", scorer("features", "mask", *FLOW_TUPLE))
                 .withColumns({"attack_prob": F.col("_s.attack_prob"),
                               "pred_type": F.col("_s.attack_type"),
                               "explanation": F.col("_s.explanation"),
                               "community_id": F.col("_s.community_id"),
                               SCORING_ERROR: F.when(F.col("reason").isNull(), F.col("_s.error")),
-                              "batch_id": F.lit(batch_id).cast("long")})
+                              "batch_id": F.lit(str(batch_id)),  # text: see _SCORED_AT
+                              _SCORED_AT: F.lit(str(time.time_ns() // 1000))})
                 .drop("_s", "features", "mask"))
 
     def flows_scored(self, scored: DataFrame) -> DataFrame:
@@ -353,7 +360,7 @@ class BatchWriter:
              else F.col("pred_type") if f.name == "attack_type"
              else F.col("attack_type") if f.name == "true_attack_type"
              else F.lit(self.model_version) if f.name == "model_version"
-             else F.current_timestamp() if f.name == "scored_at"
+             else scored_at() if f.name == "scored_at"
              else F.col(f.name)).cast(f.dataType).alias(f.name)
             for f in FLOWS_SCORED.fields
         ])
@@ -376,7 +383,7 @@ class BatchWriter:
                           for f in ALERTS.fields]))
 
     def quarantine(self, rejected: DataFrame) -> DataFrame:
-        columns = {"quarantined_at": F.current_timestamp()}
+        columns = {"quarantined_at": scored_at()}
         return rejected.select(*[(columns.get(f.name, F.col(f.name)) if f.name != "reason" else F.col("reason"))
                                  .cast(f.dataType).alias(f.name) for f in QUARANTINE.fields])
 
@@ -388,6 +395,11 @@ class BatchWriter:
          .option("topic", self.cfg.kafka.alerts_topic)
          .options(**options)
          .save())
+
+
+def scored_at() -> Column:
+    """When the row's batch was scored, from the text column BatchWriter.scored adds (see _SCORED_AT)."""
+    return F.timestamp_micros(F.col(_SCORED_AT).cast("long"))
 
 
 def create_tables(spark: SparkSession, tables: Path) -> None:

@@ -433,3 +433,47 @@ def test_materialize_counting_counts_in_the_materializing_job_itself(spark):
     empty, zero = stream_detect.materialize_counting(df.where("id < 0"), any=F.lit(True))
     assert zero == {"any": 0} and empty.count() == 0
     stream_detect.release(empty)
+
+
+def test_the_next_batch_reuses_the_code_spark_generated_for_the_last(spark, tmp_path, monkeypatch):
+    """The batch's own values (its id, the time it was scored) reach the tables' projections as text. A number or
+    time literal is written into Spark's generated Java source, so a new value each batch compiled new classes on
+    the driver and ran them interpreted until the JIT compiled them again."""
+    from datetime import datetime
+
+    from jobs.lib.inference import alert_score_udf
+
+    sets = ["spark.shuffle_partitions=2"]
+    cfg = load_config(sets, env={})
+    artifact = random_artifact(tmp_path / "model", seq_len=1, threshold=1e-6)  # every scored flow an alert
+    detector, model_cfg = _detector(cfg, sets, artifact)
+    when = datetime(2026, 1, 1)
+    messages = [encode(r) for r in synthetic_flows(20, seed=5)] + [value for value, _ in MALFORMED]
+    kafka = spark.createDataFrame([(None, v, "flows", 0, i, when) for i, v in enumerate(messages)],
+                                  "key binary, value binary, topic string, partition int, offset long, "
+                                  "timestamp timestamp")
+    monkeypatch.setattr(stream_detect, "read_kafka", lambda *_: kafka)
+    writer = stream_detect.BatchWriter(cfg, tmp_path / "tables", detector, str(artifact))
+    scorer = alert_score_udf(str(artifact), "cpu", 4096, 1, 3)
+    compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+
+    def one_batch(batch_id: int) -> dict[str, list]:
+        stream = stream_detect.detection_stream(spark, cfg, model_cfg, detector, "earliest")
+        scored = stream_detect.materialize(stream_detect.BatchWriter.scored(stream, scorer, batch_id))  # as the job
+        valid = F.col("reason").isNull()
+        rows = {"flows_scored": writer.flows_scored(scored.where(valid)).collect(),
+                "alerts": writer.alerts(scored.where(valid)).collect(),
+                "quarantine": writer.quarantine(scored.where(~valid)).collect()}
+        stream_detect.release(scored)
+        return rows
+
+    first = one_batch(7)
+    before = compilations.getCount()
+    second = one_batch(8)
+    assert compilations.getCount() - before == 0
+    for rows, batch_id in ((first, 7), (second, 8)):
+        assert [len(rows[t]) for t in ("flows_scored", "alerts", "quarantine")] == [20, 20, len(MALFORMED)]
+        assert {r.batch_id for r in rows["flows_scored"] + rows["alerts"]} == {batch_id}
+    stamps = [{r.scored_at for r in rows["flows_scored"]} | {r.quarantined_at for r in rows["quarantine"]}
+              for rows in (first, second)]
+    assert len(stamps[0]) == len(stamps[1]) == 1 and stamps[0] != stamps[1]  # one time per batch, each its own

@@ -441,8 +441,6 @@ def test_the_next_batch_reuses_the_code_spark_generated_for_the_last(spark, tmp_
     the driver and ran them interpreted until the JIT compiled them again."""
     from datetime import datetime
 
-    from jobs.lib.inference import alert_score_udf
-
     sets = ["spark.shuffle_partitions=2"]
     cfg = load_config(sets, env={})
     artifact = random_artifact(tmp_path / "model", seq_len=1, threshold=1e-6)  # every scored flow an alert
@@ -454,12 +452,11 @@ def test_the_next_batch_reuses_the_code_spark_generated_for_the_last(spark, tmp_
                                   "timestamp timestamp")
     monkeypatch.setattr(stream_detect, "read_kafka", lambda *_: kafka)
     writer = stream_detect.BatchWriter(cfg, tmp_path / "tables", detector, str(artifact))
-    scorer = alert_score_udf(str(artifact), "cpu", 4096, 1, 3)
     compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
 
     def one_batch(batch_id: int) -> dict[str, list]:
         stream = stream_detect.detection_stream(spark, cfg, model_cfg, detector, "earliest")
-        scored = stream_detect.materialize(stream_detect.BatchWriter.scored(stream, scorer, batch_id))  # as the job
+        scored = stream_detect.materialize(writer.scored(stream, batch_id))  # as the job
         valid = F.col("reason").isNull()
         rows = {"flows_scored": writer.flows_scored(scored.where(valid)).collect(),
                 "alerts": writer.alerts(scored.where(valid)).collect(),

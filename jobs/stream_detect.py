@@ -295,8 +295,8 @@ class BatchWriter:
         return alert_score_udf(self.model_dir, m.device, m.batch_size, m.threads, self.cfg.stream.explain_top_k)
 
     @cached_property
-    def _scored_columns(self) -> dict[str, Column]:
-        return {"_s": self._scorer("features", "mask", *FLOW_TUPLE)}
+    def _scorer_call(self) -> Column:
+        return self._scorer("features", "mask", *FLOW_TUPLE)
 
     @cached_property
     def _score_columns(self) -> dict[str, Column]:
@@ -311,8 +311,8 @@ class BatchWriter:
         """The row classes a batch is counted by and split into (see __call__)."""
         valid = F.col("reason").isNull()
         ok = valid & F.col(SCORING_ERROR).isNull()
-        return {"valid": valid, "ok": ok, "alert": ok & (F.col("attack_prob") >= F.lit(self.threshold)),
-                "error": valid & ~ok, "rejected": ~valid}
+        return {"ok": ok, "alert": ok & (F.col("attack_prob") >= F.lit(self.threshold)), "error": valid & ~ok,
+                "rejected": ~valid}
 
     @cached_property
     def _flows_scored_columns(self) -> list[Column]:
@@ -405,7 +405,7 @@ class BatchWriter:
         SCORING_ERROR: why a valid row has no score; null for a scored row and for every rejected one (a rejected
         row has no model input: the scorer's error for it is not an error of scoring). ``batch_id`` and the time of
         scoring are text here (_SCORED_AT); the tables' projections cast them."""
-        return (batch.withColumns(self._scored_columns)
+        return (batch.withColumn("_s", self._scorer_call)  # first: the score fields below read it
                 .withColumns({**self._score_columns,
                               "batch_id": F.lit(str(batch_id)),  # text: see _SCORED_AT
                               _SCORED_AT: F.lit(str(time.time_ns() // 1000))})

@@ -8,7 +8,8 @@ BENCH_OUT/latency.png.
     batches after the first two, once the JIT has compiled the plan).
 (b) latency at each offered rate, one running job: produce -> alert received by a consumer of the alerts topic,
     and produce -> Delta commit of the flow's batch (p50/p99), with the median seconds of each step of the
-    window's batches; a rate the job cannot keep up with is marked.
+    window's batches; a rate the job cannot keep up with is marked. The producer and the alerts consumer run in
+    a process of their own, as a deployment's would.
 (c) parse + validate + z-score alone (parse_flows_per_s, the run's wire format; `parse` has both), and the
     scoring UDF vs a raw torch forward.
 (d) a single-process baseline: kafka-python consumer -> the same z-score and sequence code (numpy twins) ->
@@ -158,6 +159,64 @@ class AlertClock:
         self._consumer.close()
 
 
+def _load_process(conn: Any, bootstrap: str, sets: list[str], config: str | None) -> None:
+    """:class:`LoadGenerator`'s process: a producer and an :class:`AlertClock`, driven by commands on `conn`."""
+    from jobs.replay_flows import ENCODERS, message_key
+
+    cfg = load_config(sets, config)
+    encode = ENCODERS[cfg.kafka.flows_format]
+    clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
+    producer = make_producer(bootstrap, cfg)
+    conn.send("ready")
+    while True:
+        command, *args = conn.recv()
+        if command == "send":
+            n, seed, rate = args
+            flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=seed)]  # not timed
+            begin = time.time()
+            achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
+            conn.send((begin, time.time(), achieved))
+        else:  # close
+            producer.close()
+            time.sleep(2)  # the last alerts in flight
+            clock.close()
+            conn.send(clock.received)
+            return
+
+
+class LoadGenerator:
+    """The latency run's producer and alerts consumer, in a process of their own. In a deployment neither shares
+    the job's Python process; in it, their threads would take the GIL from the job's driver code (the foreachBatch
+    body makes a few hundred Py4J calls per micro-batch, each of which takes the GIL back)."""
+
+    def __init__(self, bootstrap: str, sets: list[str], config: str | None = None) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the driver's JVM gateway
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_load_process, args=(child, bootstrap, sets, config), daemon=True)
+        self._process.start()
+        self._receive(120)
+
+    def _receive(self, timeout_s: float) -> Any:
+        if not self._conn.poll(timeout_s):
+            raise RuntimeError(f"the load generator did not answer within {timeout_s:.0f} s "
+                               f"(exit code {self._process.exitcode})")
+        return self._conn.recv()
+
+    def send(self, n: int, seed: int, rate: float) -> tuple[float, float, float]:
+        """Produce `n` synthetic flows (seed `seed`) at `rate` per second: (begin, end, achieved rate)."""
+        self._conn.send(("send", n, seed, rate))
+        return self._receive(120 + 2 * n / rate)
+
+    def close(self) -> dict[tuple[int, int], tuple[float, float]]:
+        """Stop producing and consuming; AlertClock.received of the whole run."""
+        self._conn.send(("close",))
+        received = self._receive(60)
+        self._process.join(30)
+        return received
+
+
 def above_capacity(rate: float, batches: list[dict[str, Any]], produced: np.ndarray, seconds: np.ndarray,
                    cycle_s: float) -> bool:
     """Whether an offered rate is above the job's capacity. Either the window's batches processed fewer flows per
@@ -184,16 +243,15 @@ def percentiles(seconds: np.ndarray) -> dict[str, Any]:
 
 
 def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bootstrap: str, rates: list[float],
-            seconds: float) -> list[dict[str, Any]]:
+            seconds: float, config: str | None = None) -> list[dict[str, Any]]:
     """One running job, each rate in turn for `seconds`: produce -> alert received on the alerts topic, and
-    produce -> the Delta commit of the flow's micro-batch (when it becomes visible to readers)."""
+    produce -> the Delta commit of the flow's micro-batch (when it becomes visible to readers). The flows are
+    produced, and the alerts consumed, by a :class:`LoadGenerator` (a process of its own)."""
     from pyspark.sql import functions as F
 
     from jobs import stream_detect
-    from jobs.replay_flows import ENCODERS, message_key
     from models.artifact import load_model
 
-    encode = ENCODERS[cfg.kafka.flows_format]
     detector = load_model(model_dir, device="cpu")
     model_cfg = stream_detect.model_config(cfg, detector, sets, None)
     with BatchProfile() as profile:
@@ -217,25 +275,21 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
                 time.sleep(0.1)
             return time.monotonic() - start
 
-        clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
-        producer = make_producer(bootstrap, cfg)
-        # Warm-up, not measured: the first batches start the Python workers, load the model, create the files.
-        warm = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(4000, seed=7)]
-        paced_send(producer, cfg.kafka.flows_topic, warm, 2000)
-        sent = len(warm)
-        wait_scored(sent, 300)
-        windows = []
-        for i, rate in enumerate(rates):
-            n = int(rate * seconds)
-            flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=100 + i)]  # not timed
-            begin = time.time()
-            achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
-            sent += n
-            drain_s = wait_scored(sent, 900)
-            windows.append((rate, n, begin, time.time(), achieved, drain_s))
-        producer.close()
-        time.sleep(2)  # the last alerts in flight
-        clock.close()
+        load = LoadGenerator(bootstrap, sets, config)
+        try:
+            # Warm-up, not measured: the first batches start the Python workers, load the model, create the files.
+            sent = 4000
+            load.send(sent, 7, 2000)
+            wait_scored(sent, 300)
+            windows = []
+            for i, rate in enumerate(rates):
+                n = int(rate * seconds)
+                begin, end, achieved = load.send(n, 100 + i, rate)
+                sent += n
+                drain_s = wait_scored(sent, 900)
+                windows.append((rate, n, begin, end, achieved, drain_s))
+        finally:
+            received = load.close()
         query.stop()
     steps = {b["batch_id"]: b for b in profile.batches}
     commits = batch_commit_times(spark, table)
@@ -246,7 +300,7 @@ def latency(spark: Any, cfg: Any, sets: list[str], model_dir: str, out: Path, bo
     results = []
     for rate, n, begin, end, achieved, drain_s in windows:
         mine = scored[(scored["produced"] >= begin) & (scored["produced"] < end)]
-        alerts = np.array([got - made for made, got in clock.received.values() if begin <= made < end])
+        alerts = np.array([got - made for made, got in received.values() if begin <= made < end])
         batch_ids = sorted(mine["batch_id"].unique())
         profiled = [steps[b] for b in batch_ids if b in steps]
         cycle = np.diff(sorted(commits[b] for b in batch_ids if b in commits))
@@ -456,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         lat_cfg = load_config(lat_sets, args.config)
         ensure_topics(broker.bootstrap, lat_cfg, ["bench-latency", "bench-latency-alerts"])
         result["latency"] = latency(spark, lat_cfg, lat_sets, model_dir, work / "lat", broker.bootstrap, rates,
-                                    args.latency_seconds)
+                                    args.latency_seconds, args.config)
         result["parse"] = parse_rate(spark, cfg, sets, model_dir)
         result["parse_flows_per_s"] = result["parse"][wire_format]["parse_flows_per_s"]
         result["udf"] = udf_vs_raw(spark, cfg, model_dir)

@@ -1,6 +1,9 @@
-"""The streaming benchmark's arithmetic and its plot, without Spark or a broker."""
+"""The streaming benchmark's arithmetic and its plot (without Spark or a broker), and its load generator."""
 
 from __future__ import annotations
+
+import json
+from datetime import datetime
 
 import numpy as np
 
@@ -46,3 +49,37 @@ def test_median_steps_per_step_over_the_batches_that_have_it():
                {"batch_id": 5, "rows": 200, "materialize": 2.0, "commit": 4.0}]
     assert bench_stream.median_steps(batches) == {"commit": 2.0, "materialize": 2.0, "publish": 0.5, "rows": 200.0}
     assert bench_stream.median_steps([]) == {}
+
+
+def test_the_load_generator_produces_from_a_process_of_its_own_and_times_the_alerts_it_sees(kafka_broker):
+    """What the latency run relies on: the flows of a seed on the flows topic in the run's wire format, the send's
+    begin and end, and each alert on the alerts topic noted by the flow's coordinates with its produce time."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from jobs.lib.config import load_config
+    from jobs.lib.kafka_broker import ensure_topics
+    from jobs.lib.synthetic import synthetic_flows
+    from jobs.replay_flows import ENCODERS, message_key
+
+    sets = [f"kafka.bootstrap_servers={kafka_broker.bootstrap}", "kafka.flows_topic=loadgen-flows",
+            "kafka.alerts_topic=loadgen-alerts", "kafka.flows_format=avro"]
+    ensure_topics(kafka_broker.bootstrap, load_config(sets, None), ["loadgen-flows", "loadgen-alerts"])
+    load = bench_stream.LoadGenerator(kafka_broker.bootstrap, sets)
+    try:
+        begin, end, achieved = load.send(300, 5, 1000)
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        alert = {"partition": 1, "offset": 42, "kafka_timestamp": "2026-12-02T10:00:00+00:00"}
+        producer.send("loadgen-alerts", json.dumps(alert).encode()).get(timeout=30)
+        producer.close()
+    finally:
+        received = load.close()
+    assert end - begin >= 0.29 and 0 < achieved <= 1000 * 1.05  # paced: 300 flows at 1,000/s
+    assert list(received) == [(1, 42)]
+    produced, seen = received[(1, 42)]
+    assert produced == datetime.fromisoformat("2026-12-02T10:00:00+00:00").timestamp() and seen >= end
+    consumer = KafkaConsumer("loadgen-flows", bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    got = sorted((m.key, m.value) for m in consumer)
+    consumer.close()
+    encode = ENCODERS["avro"]
+    assert got == sorted((message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(300, seed=5))

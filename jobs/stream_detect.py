@@ -173,15 +173,16 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
     replaying producer) is scored in arrival order with the history its host has when it arrives, and without
     history when the host's state has expired (``stream.state_idle_timeout_ms`` after its last flow). The
     progress table's ``rows_dropped_by_watermark`` stays 0; it is recorded so that any drop would show."""
-    flows = validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats)
+    return model_inputs(validated_flows(read_kafka(spark, cfg, starting_offsets), model_cfg, detector.norm_stats),
+                        cfg, detector)
+
+
+def model_inputs(flows: DataFrame, cfg: Config, detector: Any) -> DataFrame:
+    """:func:`validated_flows` -> the carried columns with the model's inputs (see :func:`detection_stream`)."""
     if detector.seq_len == 1:
         # A sequence of one flow needs no history: the row is its own model input, and no state is kept (the
-        # state operator would cost an Arrow round trip and a pandas call per key for nothing). The same input
-        # as assemble_sequences gives a lone flow: its vector, mask [True]; none for a rejected row (a row
-        # without a key is one: missing_key).
-        valid = F.col("reason").isNull()
-        return flows.select(*_CARRIED, F.when(valid, F.col("vector")).alias("features"),
-                            F.when(valid, F.array(F.lit(True))).alias("mask"))
+        # state operator would cost an Arrow round trip and a pandas call per key for nothing).
+        return lone_flow_inputs(flows, 1, len(detector.features))
     flows = flows.withColumn(_ARRIVAL, F.current_timestamp()).withWatermark(_ARRIVAL, cfg.stream.watermark_delay)
     carried = flows.select(*_CARRIED, "vector", _ARRIVAL)  # the state operator needs its watermark column
     return carried.groupBy("key").applyInPandasWithState(
@@ -191,6 +192,19 @@ def detection_stream(spark: SparkSession, cfg: Config, model_cfg: Config, detect
         outputMode="append",
         timeoutConf=GroupStateTimeout.EventTimeTimeout,
     )
+
+
+def lone_flow_inputs(flows: DataFrame, seq_len: int, n_features: int) -> DataFrame:
+    """Each valid flow as a sequence without history, the input assemble_sequences gives a host's first flow: T-1
+    masked steps of zeros, then the flow (for T = 1 its vector and mask [True]); none for a rejected row (a row
+    without a key is one: missing_key)."""
+    valid = F.col("reason").isNull()
+    pad = seq_len - 1
+    features, mask = F.col("vector"), F.array(F.lit(True))
+    if pad:
+        features = F.concat(F.array_repeat(F.lit(0.0).cast("float"), pad * n_features), features)
+        mask = F.concat(F.array_repeat(F.lit(False), pad), mask)
+    return flows.select(*_CARRIED, F.when(valid, features).alias("features"), F.when(valid, mask).alias("mask"))
 
 
 def materialize(df: DataFrame) -> DataFrame:
@@ -225,8 +239,11 @@ class BatchWriter:
     every append to check them). Per-host windows are not written here: jobs.sql.host_windows serves them as a
     query over flows_scored, so a batch commits two tables, not three."""
 
-    def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str) -> None:
+    def __init__(self, cfg: Config, tables: Path, detector: Any, model_dir: str, publish: bool | None = None,
+                 logger: logging.Logger = log) -> None:
         self.cfg = cfg
+        self.publish_alerts = cfg.stream.publish_alerts if publish is None else publish
+        self.log = logger
         self.tables = tables
         self.model_dir = model_dir
         self.model_version = detector.model_version
@@ -268,7 +285,7 @@ class BatchWriter:
         that tells apart two appends of one batch to one table), unless that writer already committed it."""
         name = f"{table}{writer}"
         if self.last_committed(df.sparkSession, table, name) >= batch_id:
-            log.info("batch %d: %s already committed, skipped (a replay)", batch_id, name)
+            self.log.info("batch %d: %s already committed, skipped (a replay)", batch_id, name)
             return
         (df.write.format("delta").mode("append").option("userMetadata", self._marker(name, batch_id))
          .save(self.path(table)))
@@ -372,7 +389,7 @@ class BatchWriter:
             good = batch.where(c["ok"])
             if counts["alerts"]:
                 writes["alerts"] = self.alerts(good)
-                if self.cfg.stream.publish_alerts:
+                if self.publish_alerts:
                     self.publish(writes["alerts"])  # first: an alert is on the topic before the batch's Delta commits
                     self._step(steps, "publish")
             if counts["scored"]:
@@ -391,7 +408,7 @@ class BatchWriter:
         started = steps.pop("started")
         steps.pop("_last", None)
         rows = counts["scored"] + counts["errors"] + counts["rejected"]
-        log.info("batch %d: %d rows in %.2f s; %s", batch_id, rows, time.perf_counter() - started,
+        self.log.info("batch %d: %d rows in %.2f s; %s", batch_id, rows, time.perf_counter() - started,
                  json.dumps({k: round(v, 3) for k, v in steps.items()}))
 
     @staticmethod
@@ -525,6 +542,50 @@ def check_device(device: str, executors_have_gpus: bool) -> None:
         raise PreflightError(f"model.device = {device!r} but this machine has {torch.cuda.device_count()} GPU(s)")
 
 
+def warm_up(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, model_dir: str, out: Path) -> float:
+    """Run ``stream.warmup_flows`` synthetic flows once through the job's batch path, before the query reads its
+    first offsets; returns the seconds it took (0 when the key is 0).
+
+    A fresh JVM runs the first micro-batch's planning, generated code and Delta commits interpreted until its JIT has
+    compiled them: the first 200,000-flow batch took 3.6x a warm one, and a new job's time to alert stayed above 8 s
+    for a minute. Here that cost is paid before the first real offset: the flows, in the wire format of
+    kafka.flows_format with the Kafka source's columns, go through the same parse, validation, z-score, scoring
+    and BatchWriter (Delta appends to scratch tables in a new folder under `out`, deleted afterwards). Nothing is
+    published and nothing the job keeps is written; the Python workers keep the model they loaded. With T > 1 the
+    state operator is not warmed (Spark runs it in streaming queries only): each flow is scored without history."""
+    count = cfg.stream.warmup_flows
+    if count <= 0:
+        return 0.0
+    import shutil
+    import tempfile
+
+    from jobs.lib.synthetic import synthetic_flows
+    from jobs.replay_flows import ENCODERS, message_key
+
+    started = time.perf_counter()
+    encode = ENCODERS[model_cfg.kafka.flows_format]
+    now = pd.Timestamp.now().to_pydatetime()
+    distinct = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(min(count, 1000), seed=0, hosts=200)]
+    rows = [(*distinct[i % len(distinct)], "flowsentinel-warm-up", i % 2, i, now, 0) for i in range(count)]
+    schema = read_kafka(spark, cfg, "latest").schema  # the source's columns, as each micro-batch has them
+    # An RDD, not a local relation: Spark's optimizer would evaluate a projection of local rows itself, interpreted.
+    messages = spark.createDataFrame(spark.sparkContext.parallelize(rows, spark.sparkContext.defaultParallelism),
+                                     schema)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".warm-up-", dir=out))
+    try:
+        create_tables(spark, scratch)
+        flows = validated_flows(messages, model_cfg, detector.norm_stats)
+        # Spark's state operator runs in streaming queries only: with T > 1 each flow goes without history.
+        batch = lone_flow_inputs(flows, detector.seq_len, len(detector.features))
+        BatchWriter(cfg, scratch, detector, model_dir, publish=False, logger=log.getChild("warm_up"))(batch, 0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    log.info("warm-up: %d synthetic flows through the batch path in %.1f s", count, seconds)
+    return seconds
+
+
 def progress_table(out: Path) -> Path:
     """Where the job's progress listener writes one row per micro-batch."""
     return out / "tables" / "stream_progress"
@@ -591,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failures = 0
     listener = attach_progress(spark, progress_table(out), query_name="stream_detect")  # follows every run
+    warm_up(spark, cfg, model_cfg, detector, model_dir, out)  # once per process, not per restart
     while True:
         query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets,
                       listener)

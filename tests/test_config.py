@@ -91,6 +91,7 @@ def test_wrong_type_in_file_is_rejected(tmp_path: Path):
         ("stream.starting_offsets=first", "config key stream.starting_offsets: expected earliest, latest or a JSON"),
         ("stream.max_offsets_per_trigger=0", "config key stream.max_offsets_per_trigger: must be >= 1, got 0"),
         ("stream.query_restarts=-1", "config key stream.query_restarts: must be >= 0, got -1"),
+        ("stream.warmup_flows=-5", "config key stream.warmup_flows: must be >= 0, got -5"),
     ],
 )
 def test_out_of_range_values_fail_at_start_naming_the_key(setting, message):

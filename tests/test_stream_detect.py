@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -474,3 +475,32 @@ def test_the_next_batch_reuses_the_code_spark_generated_for_the_last(spark, tmp_
     stamps = [{r.scored_at for r in rows["flows_scored"]} | {r.quarantined_at for r in rows["quarantine"]}
               for rows in (first, second)]
     assert len(stamps[0]) == len(stamps[1]) == 1 and stamps[0] != stamps[1]  # one time per batch, each its own
+
+
+@pytest.mark.parametrize("seq_len", [1, 3])
+def test_warm_up_runs_the_whole_batch_path_and_leaves_nothing_behind(spark, tmp_path, caplog, seq_len):
+    # No broker at that address: the warm-up reads no offsets, and a publish to it would fail the test.
+    sets = ["kafka.bootstrap_servers=127.0.0.1:9", "stream.warmup_flows=300", "spark.shuffle_partitions=2"]
+    cfg = load_config(sets, env={})
+    artifact = random_artifact(tmp_path / "model", seq_len=seq_len, threshold=1e-6)  # every scored flow an alert
+    detector, model_cfg = _detector(cfg, sets, artifact)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "theirs.txt").write_text("not the warm-up's\n")
+    with caplog.at_level(logging.INFO, logger="flowsentinel.stream"):
+        seconds = stream_detect.warm_up(spark, cfg, model_cfg, detector, str(artifact), out)
+    batches = [r.args for r in caplog.records if r.name == "flowsentinel.stream.warm_up" and len(r.args) == 4]
+    assert len(batches) == 1
+    batch_id, rows, _, steps = batches[0]
+    assert (batch_id, rows) == (0, 300)  # every flow parsed, validated and scored
+    assert set(json.loads(steps)) == {"score", "commit"}  # Delta commits, and nothing published
+    assert seconds > 0
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]  # the scratch tables are gone, nothing else touched
+
+
+def test_no_warm_up_when_its_flows_are_zero(spark, tmp_path):
+    sets = ["stream.warmup_flows=0"]
+    cfg = load_config(sets, env={})
+    detector, model_cfg = _detector(cfg, sets, random_artifact(tmp_path / "model", seq_len=1))
+    assert stream_detect.warm_up(spark, cfg, model_cfg, detector, str(tmp_path / "model"), tmp_path / "out") == 0.0
+    assert not (tmp_path / "out").exists()

@@ -326,7 +326,7 @@ RULES: dict[str, Check] = {
     "stream.watermark_delay": _matches(_DURATION, _DURATION_TEXT),
     "stream.state_idle_timeout_ms": _at_least(1), "stream.host_window": _matches(_DURATION, _DURATION_TEXT),
     "stream.codegen_cache_entries": _at_least(1), "stream.explain_top_k": _at_least(0),
-    "stream.publish_alerts": _anything, "stream.query_restarts": _at_least(0),
+    "stream.publish_alerts": _anything, "stream.query_restarts": _at_least(0), "stream.warmup_flows": _at_least(0),
     "stream.restart_backoff_s": _at_least(0),
 }
 # Tables whose keys are data, not settings: the feature lists are checked against the flow schema where they

@@ -652,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failures = 0
     listener = attach_progress(spark, progress_table(out), query_name="stream_detect")  # follows every run
-    warm_up(spark, cfg, model_cfg, detector, model_dir, out)  # once per process, not per restart
+    warmed = warm_up(spark, cfg, model_cfg, detector, model_dir, out)  # once per process, not per restart
+    if warmed:
+        print(json.dumps({"warm_up": {"flows": cfg.stream.warmup_flows, "seconds": round(warmed, 1)}}), flush=True)
     while True:
         query = start(spark, cfg, model_cfg, detector, model_dir, out, args.available_now, args.starting_offsets,
                       listener)

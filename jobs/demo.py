@@ -91,8 +91,8 @@ def summarize(cfg: Config, tables: Path, replayed: int, seconds: float) -> dict[
         "count_if(is_attack = 1 AND true_attack_type <> 'BENIGN') AS tp, "
         "count_if(is_attack = 1 AND true_attack_type = 'BENIGN') AS fp, "
         "count_if(is_attack = 0 AND true_attack_type <> 'BENIGN') AS fn, "
-        "count_if(true_attack_type IS NOT NULL) AS labeled FROM flows_scored").first()
-    quarantined = spark.sql("SELECT count(*) FROM quarantine").first()[0]
+        "count_if(true_attack_type IS NOT NULL) AS labeled FROM flows_scored").collect()[0]
+    quarantined = spark.sql("SELECT count(*) FROM quarantine").collect()[0][0]
     by_type = {r[0]: r[1] for r in spark.sql("SELECT category, count(*) FROM alerts GROUP BY category").collect()}
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     summary = {

@@ -31,6 +31,7 @@ import tomllib
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from jobs.lib.jvm import REPO_ROOT, spark_jars
 from jobs.lib.outputs import OutputFolderError, replace_output_dir
@@ -123,7 +124,7 @@ def _copy(files: Iterable[Path], target: Path) -> list[Path]:
     return [Path(shutil.copy2(f, target / f.name)) for f in files]
 
 
-def build(dist: Path, model_dir: Path, root: Path = REPO_ROOT) -> dict[str, object]:
+def build(dist: Path, model_dir: Path, root: Path = REPO_ROOT) -> dict[str, Any]:
     """Build dist/ from scratch; returns the manifest (also written to dist/MANIFEST.json).
 
     Raises OutputFolderError, before anything is written, if `dist` holds files that a build did not leave."""

@@ -61,6 +61,8 @@ def _join(base: str, name: str) -> str:
 
 def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     jvm = spark._jvm  # noqa: SLF001  (Hadoop's FileSystem has no Python API; this is its documented entry)
+    if jvm is None:
+        raise RuntimeError("this SparkSession has no JVM gateway (Spark Connect?); Hadoop's FileSystem needs one")
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark._jsc.hadoopConfiguration()), hpath  # noqa: SLF001
 

@@ -30,7 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +257,8 @@ def model_config(cfg: Config, arch: str, n_features: int, seq_len: int, n_types:
         raise ConfigError(f"config key model.arch: unknown architecture {arch!r}; "
                           f"known {sorted(ARCHITECTURES)}")
     config_cls = ARCHITECTURES[arch][0]
-    fields = config_cls.__dataclass_fields__
-    sizes = {k: v for k, v in cfg.model.items() if k in fields}
+    names = {f.name for f in fields(config_cls)}
+    sizes = {k: v for k, v in cfg.model.items() if k in names}
     return {**sizes, "n_features": n_features, "seq_len": seq_len, "n_types": n_types}
 
 
@@ -348,7 +348,7 @@ def fit(model: nn.Module, train: SplitArrays, validation: SplitArrays, cfg: Conf
     rng = np.random.default_rng(tc.seed)
     use_amp = bool(tc.amp) and device.type == "cuda"
     model.to(device)
-    n_types = model.config.n_types  # type: ignore[union-attr]
+    n_types: int = model.config.n_types  # type: ignore[union-attr,assignment]
     pos_w, type_w = (w.to(device) for w in class_weights(train, n_types, tc.class_weighting))
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
     # Halving the step size when the validation loss stalls lets the late epochs settle the fine decision

@@ -117,7 +117,7 @@ def save_artifact(model: nn.Module, spec: ModelSpec, out_dir: str | Path) -> Pat
     (out / NORMALIZATION).write_text(spec.normalization_json)
     (out / HISTORY).write_text(json.dumps(spec.history, indent=1))
     files = {name: sha256_file(out / name) for name in (WEIGHTS, NORMALIZATION)}
-    config = asdict(model.config)  # type: ignore[arg-type]
+    config = asdict(model.config)  # type: ignore[call-overload]  # nn.Module types attributes loosely
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -33,6 +33,8 @@ class BinEncoding(nn.Module):
     its spare bins are always -1. Before :meth:`fit` the edges are an even grid over [-3, 3].
     """
 
+    edges: torch.Tensor  # a buffer (register_buffer): (F, n_bins + 1)
+
     def __init__(self, n_features: int, n_bins: int) -> None:
         super().__init__()
         self.n_bins = n_bins

@@ -11,6 +11,7 @@ from typing import Any
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
+    DataType,
     DoubleType,
     FloatType,
     IntegerType,
@@ -44,7 +45,8 @@ FLOW_RECORD = StructType(
 )
 FLOW_MESSAGE = FLOW_RECORD
 
-_AVRO_TYPES = {IntegerType(): "int", LongType(): "long", DoubleType(): "double", StringType(): "string"}
+_AVRO_TYPES: dict[DataType, str] = {IntegerType(): "int", LongType(): "long", DoubleType(): "double",
+                                    StringType(): "string"}
 
 
 def flow_message_avro_schema() -> dict[str, Any]:

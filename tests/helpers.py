@@ -46,7 +46,9 @@ def assert_readable_without_spark(spark, table_dir: Path, group_by: str) -> None
     assert table.to_pyarrow_table().column_names == expected.columns
     assert canonical(table.to_pyarrow_table().to_pylist()) == canonical(expected.toArrow().to_pylist())
     frame = table.to_pandas()  # noqa: F841 (DuckDB finds the frame by its variable name)
-    counted = duckdb.sql(f"SELECT {group_by} AS g, count(*) AS n FROM frame GROUP BY 1").fetchall()
+    relation = duckdb.sql(f"SELECT {group_by} AS g, count(*) AS n FROM frame GROUP BY 1")
+    assert relation is not None  # a SELECT always gives a relation
+    counted = relation.fetchall()
     assert len(frame) == expected.count()
     assert sorted(counted, key=repr) == sorted((tuple(r) for r in expected.groupBy(group_by).count().collect()),
                                                key=repr)

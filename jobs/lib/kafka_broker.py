@@ -304,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             print("kafka broker stopped" if broker.stop() else "kafka broker was not running")
         else:
-            pid = broker.running_pid()
-            print(f"running, pid {pid}" if pid else "not running")
-            return 0 if pid else 1
+            running = broker.running_pid()
+            print(f"running, pid {running}" if running else "not running")
+            return 0 if running else 1
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

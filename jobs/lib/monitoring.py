@@ -118,7 +118,7 @@ class ProgressToDelta(StreamingQueryListener):
 
     def __init__(self, spark: SparkSession, path: str | Path, query_name: str | None = None,
                  flush_every: int = 10, max_attempts: int = 3, retry_after_s: float = 2.0) -> None:
-        self.spark = spark
+        self.session = spark  # not self.spark: StreamingQueryListener's own, Optional, attribute
         self.path = str(path)
         self.query_name = query_name
         self.flush_every = flush_every
@@ -206,7 +206,7 @@ class ProgressToDelta(StreamingQueryListener):
             try:
                 # One task and one file per flush: a few rows spread over every core would take as many task
                 # slots from the stream's own jobs, and leave as many small files.
-                df = self.spark.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for _, r in batch],
+                df = self.session.createDataFrame([tuple(r[f] for f in STREAM_PROGRESS.fieldNames()) for _, r in batch],
                                                 STREAM_PROGRESS).coalesce(1)
                 # mergeSchema: a table written before rows_dropped_by_watermark existed takes the new column
                 df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)

@@ -50,8 +50,8 @@ def fit_zscore(df: DataFrame, features: Sequence[str], *, clip: float = 10.0,
     values = [_transform(F.col(c), transform) for c in features]
     row = df.agg(F.count(F.lit(1)).alias("n"),
                  *[F.avg(v).alias(f"m{i}") for i, v in enumerate(values)],
-                 *[F.stddev_pop(v).alias(f"s{i}") for i, v in enumerate(values)]).first()
-    n = int(row["n"]) if row else 0
+                 *[F.stddev_pop(v).alias(f"s{i}") for i, v in enumerate(values)]).collect()[0]  # one row
+    n = int(row["n"])
     if n == 0:
         raise ValueError("fit_zscore: no rows to fit on (is the training split empty?)")
     mean = [float(row[f"m{i}"]) for i in range(len(values))]

@@ -548,11 +548,13 @@ def warm_up(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, 
 
     A fresh JVM runs the first micro-batch's planning, generated code and Delta commits interpreted until its JIT has
     compiled them: the first 200,000-flow batch took 3.6x a warm one, and a new job's time to alert stayed above 8 s
-    for a minute. Here that cost is paid before the first real offset: the flows, in the wire format of
-    kafka.flows_format with the Kafka source's columns, go through the same parse, validation, z-score, scoring
-    and BatchWriter (Delta appends to scratch tables in a new folder under `out`, deleted afterwards). Nothing is
-    published and nothing the job keeps is written; the Python workers keep the model they loaded. With T > 1 the
-    state operator is not warmed (Spark runs it in streaming queries only): each flow is scored without history."""
+    for a minute. Here part of that cost is paid before the first real offset (measured: the first batch 26 ->
+    15-16 s, the first minute's p99 to the alerts topic about 1 s lower; a backlog from a cold start drains no
+    sooner, docs/benchmarks.md). The flows, in the wire format of kafka.flows_format with the Kafka source's
+    columns, go through the same parse, validation, z-score, scoring and BatchWriter (Delta appends to scratch
+    tables in a new folder under `out`, deleted afterwards). Nothing is published and nothing the job keeps is
+    written; the Python workers keep the model they loaded. With T > 1 the state operator is not warmed (Spark runs
+    it in streaming queries only): each flow is scored without history."""
     count = cfg.stream.warmup_flows
     if count <= 0:
         return 0.0

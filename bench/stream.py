@@ -166,10 +166,9 @@ class AlertClock:
 
 def _load_process(conn: Any, bootstrap: str, sets: list[str], config: str | None) -> None:
     """:class:`LoadGenerator`'s process: a producer and an :class:`AlertClock`, driven by commands on `conn`."""
-    from jobs.replay_flows import ENCODERS, message_key
+    from jobs.replay_flows import synthetic_messages
 
     cfg = load_config(sets, config)
-    encode = ENCODERS[cfg.kafka.flows_format]
     clock = AlertClock(bootstrap, cfg.kafka.alerts_topic)
     producer = make_producer(bootstrap, cfg)
     conn.send("ready")
@@ -177,7 +176,7 @@ def _load_process(conn: Any, bootstrap: str, sets: list[str], config: str | None
         command, *args = conn.recv()
         if command == "send":
             n, seed, rate = args
-            flows = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(n, seed=seed)]  # not timed
+            flows = synthetic_messages(n, seed, cfg.kafka.flows_format)  # not timed
             begin = time.time()
             achieved = paced_send(producer, cfg.kafka.flows_topic, flows, rate)
             conn.send((begin, time.time(), achieved))

@@ -109,6 +109,12 @@ def encode_avro(record: dict[str, Any]) -> bytes:
 ENCODERS = {"json": encode, "avro": encode_avro}
 
 
+def synthetic_messages(n: int, seed: int, wire_format: str) -> list[tuple[bytes, bytes]]:
+    """`n` synthetic flows (seed `seed`) as Kafka (key, value) messages in the wire format, keyed by source IP."""
+    encoder = ENCODERS[wire_format]
+    return [(message_key(r, "src_ip"), encoder(r)) for r in synthetic_flows(n, seed=seed)]
+
+
 def make_producer(bootstrap: str, cfg: Config) -> Any:
     from kafka import KafkaProducer
 

@@ -561,13 +561,11 @@ def warm_up(spark: SparkSession, cfg: Config, model_cfg: Config, detector: Any, 
     import shutil
     import tempfile
 
-    from jobs.lib.synthetic import synthetic_flows
-    from jobs.replay_flows import ENCODERS, message_key
+    from jobs.replay_flows import synthetic_messages
 
     started = time.perf_counter()
-    encode = ENCODERS[model_cfg.kafka.flows_format]
     now = pd.Timestamp.now().to_pydatetime()
-    distinct = [(message_key(r, "src_ip"), encode(r)) for r in synthetic_flows(min(count, 1000), seed=0, hosts=200)]
+    distinct = synthetic_messages(min(count, 1000), 0, model_cfg.kafka.flows_format)
     rows = [(*distinct[i % len(distinct)], "flowsentinel-warm-up", i % 2, i, now, 0) for i in range(count)]
     schema = read_kafka(spark, cfg, "latest").schema  # the source's columns, as each micro-batch has them
     # An RDD, not a local relation: Spark's optimizer would evaluate a projection of local rows itself, interpreted.

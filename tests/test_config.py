@@ -1,5 +1,6 @@
 """Config layering (defaults, file, environment, CLI), declared types and the range rule of every key."""
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,16 @@ def test_config_file_from_environment_variable(tmp_path: Path):
     user = tmp_path / "user.toml"
     user.write_text("[spark]\nshuffle_partitions = 7\n")
     assert load_config(env={"FLOWSENTINEL_CONFIG": str(user)}).spark.shuffle_partitions == 7
+
+
+def test_config_survives_pickling_for_spark_closures():
+    # A UDF or foreachBatch closure that holds the config is pickled to the workers; before the fix, unpickling
+    # looked up __setstate__ through __getattr__ before _data existed and recursed until RecursionError.
+    cfg = load_config(["kafka.port=9300"], env={})
+    back = pickle.loads(pickle.dumps(cfg))
+    assert (back.kafka.port, back.model.batch_size, back.to_dict()) == (9300, cfg.model.batch_size, cfg.to_dict())
+    with pytest.raises(AttributeError, match="config has no key kafka.nope"):
+        back.kafka.nope
 
 
 def test_free_form_tables_take_dotted_keys():

@@ -54,6 +54,8 @@ class Config(Mapping[str, Any]):
         return value
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # not a config key; and while unpickling, before _data exists, no recursion
+            raise AttributeError(key)
         try:
             return self[key]
         except KeyError:

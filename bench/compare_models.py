@@ -152,8 +152,10 @@ def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: s
     def report(threshold: float) -> dict[str, Any]:
         return split_metrics(result.model, parts["test"], label_map, threshold, device, cfg.model.batch_size)
 
+    best = result.history[result.best_epoch - 1]  # the epoch whose weights are kept: what selection may read
     return at_rules(report, budget, cfg,
-                    {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}"})
+                    {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}",
+                     "validation_loss": round(best["val_loss"], 6), "validation_accuracy": round(best["val_accuracy"], 6)})
 
 
 # Features that time a flow (durations, inter-arrival times, rates, active/idle periods): what is left when they

@@ -155,7 +155,8 @@ def run_neural(parts: dict[str, Any], label_map: list[str], cfg: Config, arch: s
     best = result.history[result.best_epoch - 1]  # the epoch whose weights are kept: what selection may read
     return at_rules(report, budget, cfg,
                     {"train_seconds": round(result.seconds, 1), "epochs": f"{result.best_epoch}/{result.epochs_run}",
-                     "validation_loss": round(best["val_loss"], 6), "validation_accuracy": round(best["val_accuracy"], 6)})
+                     "validation_loss": round(best["val_loss"], 6),
+                     "validation_accuracy": round(best["val_accuracy"], 6)})
 
 
 # Features that time a flow (durations, inter-arrival times, rates, active/idle periods): what is left when they

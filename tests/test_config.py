@@ -36,7 +36,7 @@ def test_config_survives_pickling_for_spark_closures():
     back = pickle.loads(pickle.dumps(cfg))
     assert (back.kafka.port, back.model.batch_size, back.to_dict()) == (9300, cfg.model.batch_size, cfg.to_dict())
     with pytest.raises(AttributeError, match="config has no key kafka.nope"):
-        back.kafka.nope
+        _ = back.kafka.nope
 
 
 def test_free_form_tables_take_dotted_keys():

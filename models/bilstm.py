@@ -26,8 +26,6 @@ class BiLSTMConfig:
     dropout: float = 0.3
     input_bins: int = 0  # > 0: bin encoding of each feature before the LSTM (as in models.cnn_lstm)
     embed_width: int = 0  # > 0 (with input_bins): mapped to this many values per flow (as in models.cnn_lstm)
-    periodic_frequencies: int = 0  # > 0 (with embed_width): a periodic embedding (PLR) instead of bins
-    periodic_sigma: float = 1.0  # spread of its initial frequencies
 
     def __post_init__(self) -> None:
         if min(self.n_features, self.seq_len, self.n_types, self.lstm_hidden, self.lstm_layers) < 1:
@@ -39,8 +37,7 @@ class BiLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width, c.periodic_frequencies,
-                                              c.periodic_sigma)  # E = c_in values
+        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width)  # E = c_in values
         self.lstm = nn.LSTM(c_in, c.lstm_hidden, num_layers=c.lstm_layers, batch_first=True,
                             bidirectional=True, dropout=c.dropout if c.lstm_layers > 1 else 0.0)
         self.heads = Heads(2 * c.lstm_hidden, c.dense, c.n_types, c.dropout)

@@ -49,8 +49,6 @@ class CNNLSTMConfig:
     dropout: float = 0.3
     input_bins: int = 0  # > 0: piecewise-linear encoding of each feature over quantile bins; 0: plain z-scores
     embed_width: int = 0  # > 0 (with input_bins): the encoding mapped to this many values per flow, cheaply
-    periodic_frequencies: int = 0  # > 0 (with embed_width): a periodic embedding (PLR) instead of bins
-    periodic_sigma: float = 1.0  # spread of its initial frequencies
 
     def __post_init__(self) -> None:
         if min(self.n_features, self.seq_len, self.n_types, self.conv_channels, self.lstm_hidden) < 1:
@@ -94,8 +92,7 @@ class CNNLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width, c.periodic_frequencies,
-                                              c.periodic_sigma)  # E = c_in channels
+        self.encode, c_in = input_encoding(c.n_features, c.input_bins, c.embed_width)  # E = c_in channels
         self.block1 = ConvBlock(c_in, c.conv_channels, c.kernel_size, c.pool_size)
         self.block2 = ConvBlock(c.conv_channels, c.conv_channels, c.kernel_size, c.pool_size)
         self.lstm = nn.LSTM(c.conv_channels, c.lstm_hidden, num_layers=c.lstm_layers, batch_first=True,

@@ -117,45 +117,12 @@ class PiecewiseLinearEmbedding(BinEncoding):
         return (out + self.bias).reshape(*lead, self.width)
 
 
-class PeriodicEmbedding(nn.Module):
-    """Periodic features of each z-score, a linear map and ReLU per feature, then one linear map to `width` values.
-
-    The PLR embedding of Gorishniy et al. (2022): feature f becomes sin and cos of 2 pi c_fj x for k trainable
-    frequencies c_fj (drawn from N(0, sigma^2)), then ReLU(W_f v + b_f) with d_feature values per feature; the
-    F * d_feature values are projected to `width` for the first convolution. High frequencies resolve values that
-    the z-score puts close together, without bin edges. O(F * (2k * d_feature + d_feature * width)) per flow.
-    """
-
-    def __init__(self, n_features: int, n_frequencies: int, width: int, sigma: float, d_feature: int = 8) -> None:
-        super().__init__()
-        self.frequencies = nn.Parameter(torch.randn(n_features, n_frequencies) * sigma)  # (F, k)
-        self.weight = nn.Parameter(torch.empty(n_features, 2 * n_frequencies, d_feature))  # (F, 2k, d)
-        self.bias = nn.Parameter(torch.zeros(n_features, d_feature))  # (F, d)
-        nn.init.normal_(self.weight, std=1.0 / float(np.sqrt(2 * n_frequencies)))
-        self.project = nn.Linear(n_features * d_feature, width)
-        self.width = width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x (..., F) -> (..., D)
-        lead, n_features = x.shape[:-1], x.shape[-1]
-        z = 2 * np.pi * x.reshape(-1, n_features, 1) * self.frequencies  # (N, F, k)
-        v = torch.cat([torch.sin(z), torch.cos(z)], dim=-1).transpose(0, 1)  # (F, N, 2k)
-        h = F.relu(torch.bmm(v, self.weight).transpose(0, 1) + self.bias)  # (N, F, d)
-        return self.project(h.flatten(1)).reshape(*lead, self.width)
-
-
-def input_encoding(n_features: int, input_bins: int, embed_width: int, periodic_frequencies: int = 0,
-                   periodic_sigma: float = 1.0) -> tuple[nn.Module, int]:
+def input_encoding(n_features: int, input_bins: int, embed_width: int) -> tuple[nn.Module, int]:
     """The module in front of the first layer and the values per flow it yields.
 
-    periodic_frequencies > 0 (with embed_width > 0): :class:`PeriodicEmbedding` to embed_width values, no bins.
-    Otherwise input_bins = 0: the z-scores as they are (F). input_bins > 0 and embed_width = 0: every bin a
-    channel (F * input_bins). Both > 0: :class:`PiecewiseLinearEmbedding` to embed_width values.
+    input_bins = 0: the z-scores as they are (F). input_bins > 0 and embed_width = 0: every bin a channel
+    (F * input_bins). Both > 0: :class:`PiecewiseLinearEmbedding` to embed_width values.
     """
-    if periodic_frequencies > 0:
-        if embed_width <= 0:
-            raise ValueError("the periodic embedding needs embed_width > 0 (the values per flow it yields)")
-        return PeriodicEmbedding(n_features, periodic_frequencies, embed_width, periodic_sigma), embed_width
     if input_bins <= 0:
         return nn.Identity(), n_features
     if embed_width <= 0:

@@ -14,7 +14,8 @@ trees, scikit-learn) fits the same train part. Every model of one seed and fold 
 reported at two decision rules: `budget`, the threshold chosen on the run's validation benign flows for
 train.fpr_budget (what jobs.train ships), and `fixed`, model.threshold (0.5).
 
-Results go to OUT/results.json (one row per model, seed, fold and rule; a rerun skips runs already there) and, as
+Results go to OUT/results.json (one row per model, seed, fold and rule, a network's with the validation loss and
+accuracy of the epoch it keeps, which is what settings are chosen on; a rerun skips runs already there) and, as
 means and spreads, into the generated block of the markdown report (between the results markers; the text
 around it is kept). Size: 3 seeds x 3 folds on the 18,778 shared flows train 18 networks; on 2 idle CPU cores a
 network at the shipped settings takes 25-75 s (OUT/results.json records each run's seconds).
